@@ -53,7 +53,9 @@ def mfcc_features(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     feats, ok = [], []
     for p in paths:
         try:
-            y, sr = librosa.load(p, sr=22050, mono=True, offset=3.0, duration=6.0)
+            with warnings.catch_warnings():  # librosa warns before falling back to audioread
+                warnings.simplefilter("ignore")
+                y, sr = librosa.load(p, sr=22050, mono=True, offset=3.0, duration=6.0)
             if y.size < 6 * sr or not np.any(y):
                 raise ValueError("short or silent")
             m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)

@@ -1,0 +1,121 @@
+"""Config: YAML in, frozen dataclasses out; every mistake names the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msd_triplet.config import (
+    PAPER_SPLIT_SIZES,
+    Config,
+    config_from_dict,
+    load_config,
+    save_config,
+    with_overrides,
+)
+from msd_triplet.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+def test_shipped_configs_load_and_round_trip(tmp_path, name):
+    cfg = load_config(REPO / "experiments" / name)
+    saved = save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(saved) == cfg
+
+
+def test_paper_config_holds_the_papers_numbers():
+    cfg = load_config(REPO / "experiments" / "paper.yaml")
+    assert cfg.training.batch_size == 600
+    assert (cfg.loss.positive_threshold, cfg.loss.negative_threshold) == (0.8, 0.2)
+    assert (cfg.features.n_mels, cfg.features.n_fft, cfg.features.hop_length) == (80, 2048, 1024)
+    assert (cfg.features.fmin, cfg.features.fmax) == (16.0, 11000.0)
+    assert cfg.model.embedding_dim == 256 and cfg.evaluation.k == 100
+    assert cfg.data.split_proportions == tuple(float(n) for n in PAPER_SPLIT_SIZES)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert load_config(_write(tmp_path, "")) == Config()
+
+
+def test_frozen():
+    with pytest.raises(AttributeError):
+        Config().training.batch_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("trainig:\n  epochs: 3\n", ["unknown key 'trainig'", "did you mean 'training'"]),
+        ("training:\n  bach_size: 3\n", ["unknown key 'training.bach_size'", "'training.batch_size'"]),
+        ("training:\n  batch_size: '600'\n", ["'training.batch_size' must be an integer", "'600'"]),
+        ("training:\n  batch_size: true\n", ["'training.batch_size' must be an integer"]),
+        ("loss:\n  margin: fast\n", ["'loss.margin' must be a number"]),
+        ("loss:\n  mining: hardest\n", ["'loss.mining' must be one of", "'batch_hard'", "'hardest'"]),
+        ("loss:\n  album_filter: 1\n", ["'loss.album_filter' must be true or false"]),
+        ("data:\n  tags: file.h5\n", ["'data.tags' must be a list"]),
+        ("data:\n  tag_sets: [genres, colours]\n", ["unknown tag set 'colours'"]),
+        ("data: [1, 2]\n", ["'data' must be a mapping"]),
+        ("- a\n- b\n", ["'top level' must be a mapping"]),
+        ("loss:\n  positive_threshold: 0.1\n  negative_threshold: 0.5\n", ["negative_threshold <= positive_threshold"]),
+        ("training:\n  batch_size: 1\n", ["training.batch_size", ">= 2"]),
+        ("features:\n  fmax: 20000\n", ["features.fmin/fmax"]),
+        ("lsi:\n  k: 0\n", ["lsi.k: must be > 0"]),
+        ("data:\n  tag_sets: [genres]\n", ["lsi.tag_sets", "not in data.tag_sets"]),
+        ("model:\n  widths: [8, 16]\n", ["model.widths: expected four"]),
+    ],
+)
+def test_bad_values_name_key_and_file(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    for part in expected:
+        assert part in message, message
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = _write(tmp_path, "training:\n  epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml: line \d+ not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_ints_are_accepted_as_floats_and_lists_become_tuples():
+    cfg = config_from_dict({"loss": {"margin": 1}, "model": {"widths": [4, 8, 16, 32]}})
+    assert cfg.loss.margin == 1.0 and isinstance(cfg.loss.margin, float)
+    assert cfg.model.widths == (4, 8, 16, 32)
+
+
+def test_optional_field_accepts_null_and_string():
+    assert config_from_dict({"data": {"albums": None}}).data.albums is None
+    assert config_from_dict({"data": {"albums": "a.csv"}}).data.albums == "a.csv"
+
+
+def test_with_overrides():
+    cfg = with_overrides(Config(), {"training.epochs": 2, "seed": 7})
+    assert cfg.training.epochs == 2 and cfg.seed == 7
+    with pytest.raises(ConfigError, match="'training.epochz'"):
+        with_overrides(Config(), {"training.epochz": 2})
+    with pytest.raises(ConfigError, match="unknown section 'trainng'"):
+        with_overrides(Config(), {"trainng.epochs": 2})
+
+
+def test_data_paths_resolve_against_root(tmp_path):
+    cfg = config_from_dict({"data": {"root": str(tmp_path)}})
+    assert cfg.data.path("x.h5") == tmp_path / "x.h5"
+    assert cfg.data.path("/abs/x.h5") == Path("/abs/x.h5")
+    assert cfg.data.prepared_dir == tmp_path / "prepared"
