@@ -1,0 +1,89 @@
+"""The ``msd-triplet`` command line: thin wrappers over functions a user can import.
+
+Each command parses its options, calls one function of a stage module, prints
+what it wrote where, and turns any :class:`~msd_triplet.errors.MsdTripletError`
+into a one-line ``error: ...`` message with exit code 1 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from msd_triplet import __version__
+from msd_triplet.errors import MsdTripletError
+
+EXIT_ERROR = 1
+
+
+class _Group(click.Group):
+    """A click group that reports our errors as one line and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MsdTripletError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="msd-triplet")
+def main() -> None:
+    """Music representations from a triplet network whose triplets are chosen
+    by the LSI relatedness of expert tags (Schindler & Knees 2019)."""
+
+
+@main.command("make-demo-data")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"),
+              show_default=True, help="Folder to write the data set into.")
+@click.option("--tracks", type=int, default=None, help="Number of tagged tracks [default: 1500].")
+@click.option("--seed", type=int, default=None, help="Seed of the catalogue and audio [default: 2019].")
+@click.option("--workers", type=int, default=None, help="Audio rendering processes [default: CPUs].")
+@click.option("--force", is_flag=True, help="Overwrite a finished data set made with other arguments.")
+def make_demo_data_cmd(out: Path, tracks, seed, workers, force) -> None:
+    """Write the synthetic MSD-like data set (tags, metadata, audio) in the real formats."""
+    from tqdm import tqdm
+
+    from msd_triplet import synthetic
+
+    kwargs = {k: v for k, v in (("tracks", tracks), ("seed", seed)) if v is not None}
+    with tqdm(total=None, unit="file", desc="rendering audio", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = synthetic.make_demo_data(out, workers=workers, force=force, progress=progress, **kwargs)
+    click.echo(
+        f"wrote {summary.n_tracks} tracks ({summary.n_artists} artists, {summary.n_albums} albums, "
+        f"{len(summary.broken)} broken on purpose; {summary.written} audio files new) "
+        f"in {summary.seconds:.1f} s to {out}"
+    )
+
+
+@main.command("prepare")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Experiment YAML, e.g. experiments/demo.yaml.")
+@click.option("--resplit", is_flag=True, help="Recompute the train/validation/test splits.")
+def prepare_cmd(config_path: Path, resplit: bool) -> None:
+    """Read tag sets and metadata, filter, split; print the Table I statistics."""
+    from msd_triplet import tagsets
+    from msd_triplet.config import load_config
+
+    config = load_config(config_path)
+    prepared = tagsets.prepare_dataset(config, resplit=resplit)
+    click.echo(tagsets.format_table1(prepared.stats))
+    counts = prepared.tracks["split"].value_counts()
+    click.echo(
+        "splits: " + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test"))
+    )
+    skipped = prepared.stats.get("skipped", {})
+    if skipped:
+        click.echo("skipped: " + ", ".join(f"{reason} {n}" for reason, n in skipped.items()))
+    click.echo(f"wrote {config.data.prepared_dir}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

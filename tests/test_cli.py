@@ -1,0 +1,84 @@
+"""The command line: thin, one-line errors with exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from msd_triplet import __version__
+from msd_triplet.cli import main
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _no_traceback(result) -> None:
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_version(runner):
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_missing_config_is_one_line_error(runner, tmp_path):
+    result = runner.invoke(main, ["prepare", "--config", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    _no_traceback(result)
+    assert result.output.strip().splitlines() == [f"error: {tmp_path / 'nope.yaml'}: config file not found"]
+
+
+def test_bad_config_key_names_key(runner, tmp_path):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("training:\n  bach_size: 3\n")
+    result = runner.invoke(main, ["prepare", "--config", str(cfg)])
+    assert result.exit_code == 1
+    _no_traceback(result)
+    assert "unknown key 'training.bach_size'" in result.output
+
+
+def test_missing_data_is_one_line_error(runner, tmp_path):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text(f"data:\n  root: {tmp_path / 'nodata'}\n")
+    result = runner.invoke(main, ["prepare", "--config", str(cfg)])
+    assert result.exit_code == 1
+    _no_traceback(result)
+    assert result.output.startswith("error: ") and "msd_amglabels_all.h5" in result.output
+
+
+def test_make_demo_data_rejects_tiny_sizes(runner, tmp_path):
+    result = runner.invoke(main, ["make-demo-data", "--out", str(tmp_path / "d"), "--tracks", "5"])
+    assert result.exit_code == 1
+    _no_traceback(result)
+    assert "--tracks must be >= 60" in result.output
+
+
+@pytest.mark.slow
+def test_make_demo_data_then_prepare(runner, tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(main, ["make-demo-data", "--out", str(out), "--tracks", "120", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert f"to {out}" in result.output
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(f"data:\n  root: {out}\n  split_proportions: [0.7, 0.1, 0.2]\nlsi:\n  k: 10\n")
+    result = runner.invoke(main, ["prepare", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "after filtering" in result.output and "labelled tracks" in result.output
+    tracks = pd.read_csv(out / "prepared" / "tracks.csv")
+    assert set(tracks["split"]) == {"train", "validation", "test"}
+    assert tracks.groupby("artist_id")["split"].nunique().max() == 1
+    skipped = pd.read_csv(out / "prepared" / "skipped.csv")
+    assert "malformed track id" in " ".join(skipped["reason"])
+    # a changed seed without --resplit keeps the saved splits safe
+    cfg.write_text(cfg.read_text() + "seed: 9\n")
+    result = runner.invoke(main, ["prepare", "--config", str(cfg)])
+    assert result.exit_code == 1 and "--resplit" in result.output
+    _no_traceback(result)
+    result = runner.invoke(main, ["prepare", "--config", str(cfg), "--resplit"])
+    assert result.exit_code == 0, result.output
