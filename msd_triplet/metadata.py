@@ -149,21 +149,30 @@ def parse_table(path: Path, numbered: list[tuple[int, str]], what: str, required
             f"{path} line {header_line}: header {names} lacks column(s) {missing}; "
             f"expected {what} with a header naming {', '.join(required + optional)}"
         )
-    rows, line_numbers = [], []
-    for number, line in numbered[1:]:
+    keep = [c for c in names if c in required + optional]
+    frame = parse_rows(path, numbered[1:], names, delimiter)
+    return frame[[*keep, "line"]].reset_index(drop=True)
+
+
+def parse_rows(path: Path, numbered: list[tuple[int, str]], names: list[str], delimiter: str
+               ) -> pd.DataFrame:
+    """``(line number, line)`` pairs → DataFrame of str columns ``names`` plus ``line``.
+
+    A row with another number of fields than ``names`` is a DataError naming the
+    line; of repeated column names the first is kept.
+    """
+    rows = []
+    for number, line in numbered:
         fields = parse_row(line, delimiter)
         if len(fields) != len(names):
             raise DataError(
                 f"{path} line {number}: expected {len(names)} {delimiter!r}-separated fields "
                 f"({', '.join(names)}), got {len(fields)}"
             )
-        rows.append(fields)
-        line_numbers.append(number)
-    keep = [c for c in names if c in required + optional]
-    frame = pd.DataFrame(rows, columns=names, dtype=object)
-    frame = frame.loc[:, ~frame.columns.duplicated()][keep] if rows else pd.DataFrame(columns=keep, dtype=object)
-    frame["line"] = line_numbers
-    return frame.reset_index(drop=True)
+        rows.append([*fields, number])
+    frame = pd.DataFrame(rows, columns=[*names, "line"], dtype=object)
+    frame["line"] = frame["line"].astype(np.int64)
+    return frame.loc[:, ~frame.columns.duplicated()]
 
 
 def _first_by_track(frame: pd.DataFrame, path: Path, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -249,17 +249,7 @@ def _read_text(path: Path, tagset: Optional[str]) -> tuple[pd.DataFrame, dict[st
             "rows track_id;genres;styles;moods;themes, or TRACKID<TAB>label (.cls); "
             f"got {first[:80]!r}"
         )
-    rows = []
-    for number, line in numbered:
-        fields = md.parse_row(line, delimiter)
-        if len(fields) != len(names):
-            raise DataError(
-                f"{path} line {number}: expected {len(names)} {delimiter!r}-separated fields "
-                f"({', '.join(names)}), got {len(fields)}"
-            )
-        rows.append([*fields, number])
-    rows = pd.DataFrame(rows, columns=[*names, "line"], dtype=object)
-    rows = rows.loc[:, ~rows.columns.duplicated()]
+    rows = md.parse_rows(path, numbered, names, delimiter)
     value_columns = [c for c in rows.columns if c not in ("track_id", "line")]
     return rows, _set_columns(value_columns, path, tagset)
 
