@@ -75,10 +75,8 @@ def prepare_cmd(config_path: Path, resplit: bool) -> None:
     config = load_config(config_path)
     prepared = tagsets.prepare_dataset(config, resplit=resplit)
     click.echo(tagsets.format_table1(prepared.stats))
-    counts = prepared.tracks["split"].value_counts()
-    click.echo(
-        "splits: " + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "validation", "test"))
-    )
+    counts = prepared.stats["counts"]["splits"]
+    click.echo("splits: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     skipped = prepared.stats.get("skipped", {})
     if skipped:
         click.echo("skipped: " + ", ".join(f"{reason} {n}" for reason, n in skipped.items()))

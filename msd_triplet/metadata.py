@@ -60,6 +60,11 @@ def skip_frame(records: Iterable[tuple] = ()) -> pd.DataFrame:
     return frame
 
 
+def row_skips(rows: pd.DataFrame, path: Path, reason: str) -> pd.DataFrame:
+    """Skip records, one per row of ``rows`` (columns ``line``, ``track_id``), all with ``reason``."""
+    return skip_frame((str(path), line, tid, reason) for line, tid in zip(rows["line"], rows["track_id"]))
+
+
 def split_valid_ids(frame: pd.DataFrame, path: Path, what: str, unit: str = "line"
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop rows of ``frame`` whose ``track_id`` is malformed; return (kept rows, skip records).
@@ -76,11 +81,7 @@ def split_valid_ids(frame: pd.DataFrame, path: Path, what: str, unit: str = "lin
             f"{path}: none of its {len(frame)} {what} rows has a valid track id "
             f"(e.g. {example['track_id']!r} on {unit} {example['line']}); expected {TRACK_ID_FORM}"
         )
-    skips = skip_frame(
-        (str(path), line, tid, f"{MALFORMED_ID} (expected {TRACK_ID_FORM})")
-        for line, tid in zip(bad["line"], bad["track_id"])
-    )
-    return frame.loc[ok], skips
+    return frame.loc[ok], row_skips(bad, path, f"{MALFORMED_ID} (expected {TRACK_ID_FORM})")
 
 
 def require_file(path: Path, what: str) -> None:
@@ -178,11 +179,7 @@ def parse_rows(path: Path, numbered: list[tuple[int, str]], names: list[str], de
 def _first_by_track(frame: pd.DataFrame, path: Path, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep the first row per track id; duplicates become skip records."""
     dup = frame["track_id"].duplicated(keep="first")
-    skips = skip_frame(
-        (str(path), line, tid, f"duplicate {what} row (first kept)")
-        for line, tid in zip(frame.loc[dup, "line"], frame.loc[dup, "track_id"])
-    )
-    return frame.loc[~dup], skips
+    return frame.loc[~dup], row_skips(frame.loc[dup], path, f"duplicate {what} row (first kept)")
 
 
 # ---------------------------------------------------------------------------
@@ -214,10 +211,7 @@ def read_metadata(data: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     frame["track_id"] = frame["track_id"].astype(str).str.strip()
     frame, skips_bad = split_valid_ids(frame, path, "metadata", unit)
     no_artist = frame["artist_id"].isna() | (frame["artist_id"].astype(str).str.strip() == "")
-    skips_artist = skip_frame(
-        (str(path), line, tid, "metadata row without artist id")
-        for line, tid in zip(frame.loc[no_artist, "line"], frame.loc[no_artist, "track_id"])
-    )
+    skips_artist = row_skips(frame.loc[no_artist], path, "metadata row without artist id")
     frame, skips_dup = _first_by_track(frame.loc[~no_artist], path, "metadata")
     frame = frame.set_index("track_id")
     if "album_id" not in frame:

@@ -32,7 +32,7 @@ from msd_triplet.config import Config, DataConfig, save_config
 from msd_triplet.errors import DataError
 from msd_triplet.fileio import atomic_path, atomic_write_json
 from msd_triplet.metadata import read_metadata
-from msd_triplet.splits import SPLIT_NAMES, split_by_artist
+from msd_triplet.splits import SPLIT_NAMES, check_proportions, split_by_artist, split_counts
 from msd_triplet.tagfiles import (  # re-exported: the public reading API
     ASSIGNMENT_COLUMNS,
     normalise_tag,
@@ -254,7 +254,7 @@ def _ids_sha256(track_ids: Iterable[str]) -> str:
 def _splits(tracks: pd.DataFrame, config: Config, paths: dict[str, Path], resplit: bool
             ) -> tuple[np.ndarray, dict, bool]:
     """Reuse the saved splits if they match the tracks and seed, else compute (with ``resplit``)."""
-    proportions = [float(p) for p in np.asarray(config.data.split_proportions) / sum(config.data.split_proportions)]
+    proportions = [float(p) for p in check_proportions(config.data.split_proportions)]
     sha = _ids_sha256(tracks["track_id"])
     saved_csv, saved_json = paths["splits"], paths["splits_json"]
     if not resplit and (saved_csv.exists() or saved_json.exists()):
@@ -280,8 +280,7 @@ def _splits(tracks: pd.DataFrame, config: Config, paths: dict[str, Path], respli
             raise DataError(f"{saved_csv}: does not match {saved_json.name} (edited by hand?); {hint}")
         return saved.reindex(tracks["track_id"]).to_numpy(str), info, True
     splits = split_by_artist(tracks["artist_id"], proportions, seed=config.seed)
-    counts = {name: int(np.count_nonzero(splits == name)) for name in SPLIT_NAMES}
-    info = {"seed": config.seed, "proportions": proportions, "counts": counts,
+    info = {"seed": config.seed, "proportions": proportions, "counts": split_counts(splits),
             "n_tracks": len(tracks), "track_ids_sha256": sha, "stratified_by": "artist"}
     return splits, info, False
 
