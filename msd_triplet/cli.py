@@ -45,16 +45,11 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Overwrite a finished data set made with other arguments.")
 def make_demo_data_cmd(out: Path, tracks, seed, workers, force) -> None:
     """Write the synthetic MSD-like data set (tags, metadata, audio) in the real formats."""
-    from tqdm import tqdm
-
     from msd_triplet import synthetic
 
     kwargs = {k: v for k, v in (("tracks", tracks), ("seed", seed)) if v is not None}
-    with tqdm(total=None, unit="file", desc="rendering audio", disable=None) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    bar, progress = _progress_bar("rendering audio", unit="file")
+    with bar:
         summary = synthetic.make_demo_data(out, workers=workers, force=force, progress=progress, **kwargs)
     click.echo(
         f"wrote {summary.n_tracks} tracks ({summary.n_artists} artists, {summary.n_albums} albums, "
@@ -63,24 +58,65 @@ def make_demo_data_cmd(out: Path, tracks, seed, workers, force) -> None:
     )
 
 
+def _progress_bar(desc: str, unit: str = "clip"):
+    """A tqdm bar and a ``progress(done, total)`` callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit=unit, desc=desc, disable=None, smoothing=0.1)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def _shard_option(_ctx, _param, value):
+    if value is None:
+        return None
+    from msd_triplet.features import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command("prepare")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Experiment YAML, e.g. experiments/demo.yaml.")
 @click.option("--resplit", is_flag=True, help="Recompute the train/validation/test splits.")
-def prepare_cmd(config_path: Path, resplit: bool) -> None:
-    """Read tag sets and metadata, filter, split; print the Table I statistics."""
+@click.option("--shard", callback=_shard_option, metavar="I/N",
+              help="Only extract features of shard I of N (0-based), for many machines sharing one cache; "
+                   "then run prepare once without --shard.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decoding threads [default: usable CPUs].")
+@click.option("--no-features", is_flag=True, help="Skip feature extraction (only check that audio files exist).")
+def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: bool) -> None:
+    """Read tag sets and metadata, filter, extract log-mel features, split; print Table I."""
     from msd_triplet import tagsets
     from msd_triplet.config import load_config
 
     config = load_config(config_path)
-    prepared = tagsets.prepare_dataset(config, resplit=resplit)
-    click.echo(tagsets.format_table1(prepared.stats))
-    counts = prepared.stats["counts"]["splits"]
-    click.echo("splits: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    bar, progress = _progress_bar("extracting features")
+    with bar:
+        if shard is not None:
+            report = tagsets.extract_shard(config, shard, workers=workers, progress=click.echo,
+                                           extraction_progress=progress)
+        else:
+            prepared = tagsets.prepare_dataset(config, resplit=resplit, extract=not no_features, workers=workers,
+                                               progress=click.echo, extraction_progress=progress)
+    if shard is not None:
+        click.echo(f"shard {shard[0]}/{shard[1]}: {report.extracted:,} extracted, {report.skipped_now:,} skipped "
+                   f"in {report.seconds:.1f} s; whole cache: {report.ok:,} done, {report.skipped:,} skipped, "
+                   f"{report.todo:,} to do. When every shard is done, run prepare without --shard.")
+        click.echo(f"wrote {report.directory}")
+        return
     skipped = prepared.stats.get("skipped", {})
     if skipped:
         click.echo("skipped: " + ", ".join(f"{reason} {n}" for reason, n in skipped.items()))
-    click.echo(f"wrote {config.data.prepared_dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,4 +22,13 @@ class DataError(MsdTripletError):
 
 
 class AudioError(MsdTripletError):
-    """An audio file cannot be decoded or does not hold the requested segment."""
+    """An audio file cannot be decoded or does not hold the requested segment.
+
+    ``kind`` is a short machine-readable category for manifests and counts:
+    ``missing``, ``empty``, ``undecodable``, ``too_short``, ``truncated``,
+    ``not_finite``.
+    """
+
+    def __init__(self, message: str, kind: str = "undecodable") -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -295,20 +295,19 @@ def _write_npz(matrix: sp.csr_matrix, path: Path) -> None:
         sp.save_npz(tmp, matrix)
 
 
-def prepare_dataset(config: Config, *, resplit: bool = False,
-                    progress: Optional[Callable[[str], None]] = None) -> PreparedData:
-    """Read tags, metadata and audio paths; filter; split; write ``config.data.prepared_dir``.
+@dataclass(eq=False)
+class _Ingested:
+    assignments: pd.DataFrame
+    metadata: pd.DataFrame
+    tracks: pd.DataFrame
+    skips: pd.DataFrame
+    stages: dict[str, int]
+    counts: dict
 
-    Writes (atomically) ``tracks.csv``, ``tags_<set>.npz`` per set of
-    ``data.tag_sets`` (rows aligned with tracks.csv), ``vocabulary.json``,
-    ``splits.csv`` + ``splits.json`` (only when computed), ``skipped.csv``,
-    ``stats.json`` and ``config.yaml``. Saved splits are reused when they match
-    the kept tracks and seed; otherwise a DataError, unless ``resplit``.
-    ``progress`` receives one line per stage (e.g. ``click.echo``).
-    """
-    say = progress or (lambda _msg: None)
+
+def _ingest(config: Config, say: Callable[[str], None]) -> _Ingested:
+    """Read tag files and metadata; apply the intersection filter (audio files exist)."""
     data = config.data
-    paths = _prepared_paths(config)
     assignments, tag_skips, counts = read_tag_files(data)
     say(f"read {counts['assignments_read']:,} tag assignments from {counts['tag_files']} file(s) "
         f"({counts['duplicate_assignments']:,} duplicates dropped)")
@@ -320,11 +319,62 @@ def prepare_dataset(config: Config, *, resplit: bool = False,
     say(f"read metadata of {len(metadata):,} tracks from {data.path(data.metadata)}")
     tracks, filter_skips, stages = intersection_filter(assignments, metadata, data)
     say(f"intersection filter: {stages['candidates']:,} → {stages['with_audio']:,} tracks")
+    skips = pd.concat([tag_skips, meta_skips, filter_skips], ignore_index=True)
+    return _Ingested(assignments, metadata, tracks, skips, stages, counts)
+
+
+def extract_shard(config: Config, shard: tuple[int, int], *, workers: Optional[int] = None,
+                  progress: Optional[Callable[[str], None]] = None,
+                  extraction_progress: Optional[Callable[[int, int], None]] = None):
+    """Ingest and filter as :func:`prepare_dataset` does, then extract features of shard ``i`` of ``n`` only.
+
+    For many machines sharing one cache: run this with ``(i, n)`` on machine
+    i, then :func:`prepare_dataset` once anywhere (it extracts whatever is
+    left and writes the prepared data). Returns the
+    :class:`~msd_triplet.features.ExtractionReport`.
+    """
+    from msd_triplet import features
+
+    ingested = _ingest(config, progress or (lambda _msg: None))
+    return features.extract_tracks(config, ingested.tracks, shard=shard, workers=workers,
+                                   progress=extraction_progress)
+
+
+def prepare_dataset(config: Config, *, resplit: bool = False, extract: bool = True,
+                    workers: Optional[int] = None, progress: Optional[Callable[[str], None]] = None,
+                    extraction_progress: Optional[Callable[[int, int], None]] = None) -> PreparedData:
+    """Read tags, metadata and audio; filter; extract features; split; write ``config.data.prepared_dir``.
+
+    Writes (atomically) ``tracks.csv``, ``tags_<set>.npz`` per set of
+    ``data.tag_sets`` (rows aligned with tracks.csv), ``vocabulary.json``,
+    ``splits.csv`` + ``splits.json`` (only when computed), ``skipped.csv``,
+    ``stats.json`` and ``config.yaml``. Saved splits are reused when they match
+    the kept tracks and seed; otherwise a DataError, unless ``resplit``.
+
+    With ``extract`` (default) the log-mel features of every track that passes
+    the filter are extracted into the cache (:func:`msd_triplet.features.extract_tracks`,
+    resumable, ``workers`` decoding threads) and tracks whose audio segment
+    cannot be read are dropped with their reason, so the filter's "readable
+    audio segment" condition holds. ``extract=False`` only checks that the
+    files exist. ``progress`` receives one line per stage (e.g. ``click.echo``);
+    ``extraction_progress(done, total)`` is called as clips are extracted.
+    """
+    say = progress or (lambda _msg: None)
+    data = config.data
+    paths = _prepared_paths(config)
+    ingested = _ingest(config, say)
+    assignments, metadata, tracks, counts = ingested.assignments, ingested.metadata, ingested.tracks, ingested.counts
+    stages = ingested.stages
+    skip_parts = [ingested.skips]
+    if extract:
+        tracks, audio_skips, counts["features"] = _extract(config, tracks, workers, extraction_progress, say)
+        stages["readable_audio"] = len(tracks)
+        skip_parts.append(audio_skips)
     splits, split_info, reused = _splits(tracks, config, paths, resplit)
     tracks.insert(3, "split", splits)
     tracks = tracks[list(TRACK_COLUMNS)].astype(str).reset_index(drop=True)
     matrices = {s: build_tag_matrix(assignments, s, tracks["track_id"])[0] for s in data.tag_sets}
-    skips = pd.concat([tag_skips, meta_skips, filter_skips], ignore_index=True)
+    skips = pd.concat(skip_parts, ignore_index=True)
     reasons = skips["reason"].str.extract(r"^([^:(]*)", expand=False).str.strip().value_counts()
     counts.update({"malformed_track_ids": int(skips["reason"].str.startswith(md.MALFORMED_ID).sum()),
                    "filter_stages": stages, "kept_tracks": len(tracks), "splits": split_info["counts"]})
@@ -347,6 +397,35 @@ def prepare_dataset(config: Config, *, resplit: bool = False,
     say(f"{'reused' if reused else 'computed'} splits {split_info['counts']}; "
         f"skipped {len(skips):,} rows/tracks (see {paths['skipped']}); wrote {data.prepared_dir}")
     return PreparedData(tracks, matrices, stats, paths)
+
+
+def _extract(config: Config, tracks: pd.DataFrame, workers: Optional[int],
+             extraction_progress: Optional[Callable[[int, int], None]], say: Callable[[str], None]
+             ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Extract features of ``tracks``; drop the unreadable ones. Returns (kept, skip records, summary)."""
+    from msd_triplet import features
+
+    report = features.extract_tracks(config, tracks, workers=workers, progress=extraction_progress)
+    cache = features.FeatureCache(report.directory)
+    status = pd.Series(cache.status(), index=cache.track_ids)
+    readable = status.reindex(tracks["track_id"]).to_numpy() == features.OK
+    manifest = cache.skipped().set_index("track_id")
+    dropped = tracks.loc[~readable, "track_id"]
+    skips = md.skip_frame(
+        (manifest.at[t, "path"], None, t, f"audio {manifest.at[t, 'kind'].replace('_', ' ')}: "
+                                          f"{manifest.at[t, 'message']}") for t in dropped)
+    if not readable.any():
+        raise DataError(f"no track has a readable audio segment ({len(tracks)} tried); "
+                        f"see {report.manifest} for the reason of each")
+    summary = {"directory": str(report.directory), "key": report.directory.name, "extracted_now": report.extracted,
+               "seconds": round(report.seconds, 2), "clips_per_second": round(report.clips_per_second, 1),
+               "readable": int(readable.sum()), "unreadable": int((~readable).sum()),
+               "silent_now": report.silent_now, "unreadable_by_kind": report.kinds}
+    say(f"features: {summary['readable']:,} readable, {summary['unreadable']:,} skipped "
+        f"({', '.join(f'{k} {v}' for k, v in report.kinds.items()) or 'none'}); "
+        + (f"{report.extracted + report.skipped_now:,} decoded now at {report.clips_per_second:.0f} clips/s"
+           if report.extracted + report.skipped_now else "all from the cache") + f"; cache {report.directory}")
+    return tracks.loc[readable].reset_index(drop=True), skips, summary
 
 
 def load_prepared(config: Config) -> PreparedData:

@@ -111,3 +111,90 @@ def tiny_dataset(tmp_path: Path) -> TinyDataset:
 def make_dataset():
     """The factory behind ``tiny_dataset``, for other seeds or sizes."""
     return make_tiny_dataset
+
+
+# --------------------------------------------------------------------------- edge-case audio
+
+def music_like(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """float32 [samples, channels]: harmonic notes with envelopes, noise bursts and a noise floor."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    out = np.zeros((n, channels))
+    for c in range(channels):
+        y = 0.002 * rng.standard_normal(n)
+        for start in np.arange(0.0, seconds, 0.5):
+            f0 = 55.0 * 2 ** (rng.integers(0, 36) / 12)
+            env = np.exp(-np.clip(t - start, 0, None) * 4.0) * (t >= start)
+            for h in range(1, 6):
+                if f0 * h < sr / 2:
+                    y += 0.08 / h * env * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 2 * np.pi))
+            burst = (t >= start) & (t < start + 0.03)
+            y[burst] += 0.2 * rng.standard_normal(int(burst.sum()))
+        out[:, c] = y
+    return np.clip(out, -1, 1).astype(np.float32)
+
+
+#: name → (extension, sample rate, channels, seconds, soundfile subtype or None)
+GOOD_AUDIO = {
+    "wav_22k_mono": ("wav", 22_050, 1, 12.0, "PCM_16"),
+    "mp3_44k_stereo": ("mp3", 44_100, 2, 12.0, None),
+    "mp3_22k_mono": ("mp3", 22_050, 1, 11.0, None),
+    "flac_48k_stereo": ("flac", 48_000, 2, 10.0, "PCM_16"),
+    "ogg_32k_mono": ("ogg", 32_000, 1, 10.0, None),
+    "wav_8k_mono": ("wav", 8_000, 1, 10.0, "PCM_16"),
+    "wav_8bit": ("wav", 22_050, 1, 10.0, "PCM_U8"),
+    "wav_24bit_stereo": ("wav", 44_100, 2, 10.0, "PCM_24"),
+    "wav_5_1": ("wav", 48_000, 6, 10.0, "PCM_16"),
+}
+#: name → the AudioError kind it must give
+BAD_AUDIO = {"missing": "missing", "empty": "empty", "truncated_mp3": "truncated", "not_audio": "undecodable",
+             "short_wav": "too_short", "short_mp3": "too_short"}
+
+
+@dataclass
+class AudioFiles:
+    good: dict[str, Path]
+    bad: dict[str, Path]
+    silent: Path
+
+    @property
+    def all(self) -> dict[str, Path]:
+        return {**self.good, **self.bad, "silent": self.silent}
+
+
+def write_audio_files(folder: Path) -> AudioFiles:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    good = {}
+    for i, (name, (ext, sr, ch, seconds, subtype)) in enumerate(GOOD_AUDIO.items()):
+        path = folder / f"{name}.{ext}"
+        sf.write(path, music_like(seconds, sr, ch, seed=i), sr, subtype=subtype, format=ext.upper())
+        good[name] = path
+    bad = {"missing": folder / "missing.mp3", "empty": folder / "empty.mp3",
+           "truncated_mp3": folder / "truncated.mp3", "not_audio": folder / "not_audio.flac",
+           "short_wav": folder / "short.wav", "short_mp3": folder / "short.mp3"}
+    bad["empty"].write_bytes(b"")
+    full = good["mp3_44k_stereo"].read_bytes()
+    bad["truncated_mp3"].write_bytes(full[: len(full) * 2 // 5])  # ~4.8 s of a declared 12 s
+    bad["not_audio"].write_bytes(b"<html><body>this is not audio</body></html>\n" * 50)
+    sf.write(bad["short_wav"], music_like(4.2, 22_050), 22_050, subtype="PCM_16")
+    sf.write(bad["short_mp3"], music_like(8.5, 44_100, 2), 44_100, format="MP3")
+    silent = folder / "silent.wav"
+    sf.write(silent, np.zeros((22_050 * 10, 1), np.float32), 22_050, subtype="PCM_16")
+    return AudioFiles(good, bad, silent)
+
+
+@pytest.fixture(scope="session")
+def audio_files(tmp_path_factory) -> AudioFiles:
+    """Good, bad and silent audio files of every format and layout the decoder must handle."""
+    return write_audio_files(tmp_path_factory.mktemp("audio"))
+
+
+@pytest.fixture(scope="session")
+def librosa():
+    """librosa, imported once per session (its first import compiles for ~20 s)."""
+    import librosa as _librosa
+
+    return _librosa

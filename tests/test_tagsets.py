@@ -397,7 +397,7 @@ def test_plain_metadata_csv(tmp_path):
 def test_bad_audio_template(tiny_dataset):
     data = DataConfig(root=str(tiny_dataset.root), audio="{track_id[40]}.mp3")
     with pytest.raises(ConfigError, match=r"data\.audio: template '\{track_id\[40\]\}\.mp3'"):
-        prepare_dataset(Config(data=data))
+        prepare_dataset(Config(data=data), extract=False)
 
 
 def test_audio_csv_paths_and_skips(tiny_dataset, tmp_path_factory):
@@ -408,7 +408,7 @@ def test_audio_csv_paths_and_skips(tiny_dataset, tmp_path_factory):
     rows = [(t, f"audio/{t}.mp3") for t in kept[2:]] + [(kept[0], str(elsewhere)), (kept[1], "gone.mp3")]
     pd.DataFrame(rows, columns=["track_id", "path"]).to_csv(root / "audio_paths.csv", index=False)
     config = Config(data=DataConfig(root=str(root), audio="audio_paths.csv"))
-    prepared = prepare_dataset(config)
+    prepared = prepare_dataset(config, extract=False)
     paths = dict(zip(prepared.tracks["track_id"], prepared.tracks["audio_path"]))
     assert paths[kept[0]] == str(elsewhere) and paths[kept[2]] == f"audio/{kept[2]}.mp3"
     skipped = pd.read_csv(prepared.paths["skipped"], dtype=str).set_index("track_id")["reason"]
@@ -490,7 +490,7 @@ def _fold(tag: str) -> str:
 
 
 def test_prepare_end_to_end(tiny_dataset):
-    prepared = prepare_dataset(tiny_dataset.config)
+    prepared = prepare_dataset(tiny_dataset.config, extract=False)
     out = tiny_dataset.root / "prepared"
     names = {"tracks.csv", "vocabulary.json", "splits.csv", "splits.json", "skipped.csv", "stats.json",
              "config.yaml"} | {f"tags_{s}.npz" for s in SETS}
@@ -542,9 +542,9 @@ def test_prepare_end_to_end(tiny_dataset):
 
 def test_prepare_reuses_splits_and_load_round_trip(tiny_dataset):
     config = tiny_dataset.config
-    first = prepare_dataset(config)
+    first = prepare_dataset(config, extract=False)
     splits_bytes = first.paths["splits"].read_bytes()
-    second = prepare_dataset(config, progress=lambda _msg: None)
+    second = prepare_dataset(config, progress=lambda _msg: None, extract=False)
     assert first.paths["splits"].read_bytes() == splits_bytes
     pd.testing.assert_frame_equal(first.tracks, second.tracks)
     loaded = load_prepared(config)
@@ -559,15 +559,15 @@ def test_prepare_reuses_splits_and_load_round_trip(tiny_dataset):
 
 def test_changed_seed_or_tracks_need_resplit(tiny_dataset):
     config = tiny_dataset.config
-    prepare_dataset(config)
+    prepare_dataset(config, extract=False)
     other_seed = Config(seed=config.seed + 1, data=config.data)
     with pytest.raises(DataError, match=r"splits\.json: saved splits do not match.*saved seed 0 vs seed 1 now.*resplit=True"):
-        prepare_dataset(other_seed)
-    resplit = prepare_dataset(other_seed, resplit=True)
+        prepare_dataset(other_seed, extract=False)
+    resplit = prepare_dataset(other_seed, resplit=True, extract=False)
     assert json.loads(resplit.paths["splits_json"].read_text())["seed"] == 1
     (tiny_dataset.root / "audio" / f"{tiny_dataset.expected_kept[0]}.mp3").unlink()
     with pytest.raises(DataError, match=r"saved splits cover 44 tracks, the filter now keeps 43.*--resplit"):
-        prepare_dataset(other_seed)
+        prepare_dataset(other_seed, extract=False)
 
 
 def test_load_prepared_missing(tmp_path):
@@ -581,13 +581,13 @@ def test_nothing_survives_the_filter(tiny_dataset):
     with pytest.raises(DataError, match=r"no track survives the intersection filter: 48 tracks .* 46 tagged in every "
                                         r"set → 45 with metadata → 0 with an audio file; e\.g\. TR.* was looked for at "
                                         r".*nowhere/TR0000000000000000\.wav"):
-        prepare_dataset(Config(data=data))
+        prepare_dataset(Config(data=data), extract=False)
 
 
 def test_prepare_reports_progress(make_dataset, tmp_path):
     data = make_dataset(tmp_path, seed=4)
     lines = []
-    prepare_dataset(data.config, progress=lines.append)
+    prepare_dataset(data.config, progress=lines.append, extract=False)
     assert any("intersection filter: 48 → 44 tracks" in line for line in lines)
     assert any(line.startswith("computed splits") for line in lines)
     assert tagsets.FILTER_SOURCE == "intersection filter"
