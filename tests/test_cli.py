@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -52,6 +51,11 @@ def test_missing_data_is_one_line_error(runner, tmp_path):
     assert result.output.startswith("error: ") and "msd_amglabels_all.h5" in result.output
 
 
+def test_bad_shard_is_a_usage_error(runner, tmp_path):
+    result = runner.invoke(main, ["prepare", "--config", str(tmp_path / "x.yaml"), "--shard", "2/2"])
+    assert result.exit_code == 2 and "need 0 <= i < n" in result.output
+
+
 def test_make_demo_data_rejects_tiny_sizes(runner, tmp_path):
     result = runner.invoke(main, ["make-demo-data", "--out", str(tmp_path / "d"), "--tracks", "5"])
     assert result.exit_code == 1
@@ -67,14 +71,21 @@ def test_make_demo_data_then_prepare(runner, tmp_path):
     assert f"to {out}" in result.output
     cfg = tmp_path / "demo.yaml"
     cfg.write_text(f"data:\n  root: {out}\n  split_proportions: [0.7, 0.1, 0.2]\nlsi:\n  k: 10\n")
+    result = runner.invoke(main, ["prepare", "--config", str(cfg), "--shard", "1/2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "shard 1/2:" in result.output and "run prepare without --shard" in result.output
+    assert not (out / "prepared" / "tracks.csv").exists()
     result = runner.invoke(main, ["prepare", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "after filtering" in result.output and "labelled tracks" in result.output
+    assert "features: " in result.output and "decoded now" in result.output
     tracks = pd.read_csv(out / "prepared" / "tracks.csv")
     assert set(tracks["split"]) == {"train", "validation", "test"}
     assert tracks.groupby("artist_id")["split"].nunique().max() == 1
     skipped = pd.read_csv(out / "prepared" / "skipped.csv")
-    assert "malformed track id" in " ".join(skipped["reason"])
+    reasons = " ".join(skipped["reason"])
+    assert "malformed track id" in reasons and "audio empty: " in reasons
+    assert list((out / "prepared" / "features").glob("*/shard-00001-of-00002/features.npy"))
     # a changed seed without --resplit keeps the saved splits safe
     cfg.write_text(cfg.read_text() + "seed: 9\n")
     result = runner.invoke(main, ["prepare", "--config", str(cfg)])
