@@ -104,6 +104,11 @@ class Shard:
                             f"float32 {(self.rows, *self.shape)}; delete {self.directory.parent} to rebuild")
         return array
 
+    def writer(self) -> "RowWriter":
+        """Positional writes of rows into ``features.npy`` (no mapping: memory stays flat)."""
+        self.features("r")  # validates shape and dtype
+        return RowWriter(self.directory / "features.npy", self.shape)
+
     def status(self) -> np.ndarray:
         status = np.load(self.directory / "status.npy")
         if status.shape != (self.rows,):
@@ -126,6 +131,54 @@ class Shard:
             frame.to_csv(tmp, index=False)
         with atomic_path(self.directory / "status.npy", suffix=".npy") as tmp:
             np.save(tmp, status)
+
+
+class RowWriter:
+    """Writes float32 rows into an existing ``.npy`` file at their offsets with ``os.pwrite``.
+
+    Writing through a memory map would make every written page part of the
+    process's resident memory until the kernel writes it back; positional
+    writes leave them to the page cache, so extraction memory does not grow
+    with the number of files.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            _, fortran_order, _ = read_header(f)
+            self._offset = f.tell()
+        if fortran_order:
+            raise DataError(f"{path}: Fortran-ordered array; delete the cache to rebuild it")
+        self._row_bytes = int(np.prod(shape)) * 4
+        self._shape = tuple(shape)
+        self._fd = os.open(path, os.O_RDWR)
+
+    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Store ``values[i]`` (float32 [*shape]) at row ``rows[i]``; runs of consecutive rows in one call."""
+        rows = np.asarray(rows, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        if values.shape != (len(rows), *self._shape):
+            raise ValueError(f"rows {len(rows)} and values {values.shape} do not match row shape {self._shape}")
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+            os.pwrite(self._fd, values[start:stop].tobytes(), self._offset + int(rows[start]) * self._row_bytes)
+
+    def sync(self) -> None:
+        """Make the written rows durable before their status says so."""
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class FeatureCache:
@@ -257,10 +310,9 @@ def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], f
         status[have] = old_status[src[have]]
         done = np.flatnonzero(status == OK)
         if len(done):
-            array = sh.features("r+")
-            array[done] = old.read(src[done])
-            array.flush()
-            del array
+            with sh.writer() as writer:
+                writer.write(done, old.read(src[done]))
+                writer.sync()
         skips = {int(r): (ids[r], audio_paths[sh.start + r], *old_skip_by_id.get(ids[r], ("error", "")))
                  for r in np.flatnonzero(status == SKIPPED)}
         sh.save_status(status, skips)

@@ -4,9 +4,9 @@ Extraction (:func:`extract_features`) is one tf.data pipeline per shard of the
 cache (:mod:`msd_triplet.featurecache`): file paths → parallel decode
 (:func:`msd_triplet.audio.read_segment` in ``workers`` threads; soundfile and
 soxr release the GIL) → batches → :func:`msd_triplet.audio.log_mel` as TF
-ops → rows of the shard's memory-mapped array. Rows are written before their
-status, and the status (with the skip manifest) is replaced atomically at
-least every ``checkpoint_seconds``: a killed run loses at most that much work
+ops → rows of the shard's ``features.npy`` (positional writes). Rows are
+written and synced before their status, and the status (with the skip
+manifest) is replaced atomically at least every ``checkpoint_seconds``: a killed run loses at most that much work
 and a rerun continues where it stopped. Bad files never stop a run; each is
 skipped and listed with its reason.
 
@@ -175,13 +175,13 @@ def _extract_shard(cache: FeatureCache, shard: Shard, features: FeatureConfig, w
     skips = shard.skips()
     track_ids = cache.track_ids[shard.start:shard.stop]
     paths = cache.audio_paths[shard.start:shard.stop]
-    array = shard.features("r+")
+    writer = shard.writer()
     dataset = extraction_dataset(paths[todo], todo, features, workers, batch_size)
     last_save = time.perf_counter()
     try:
         for rows, mels, kinds, messages, silent in dataset.as_numpy_iterator():
             ok = kinds == b""
-            array[rows[ok]] = mels[ok]
+            writer.write(rows[ok], mels[ok])
             status[rows[ok]] = OK
             status[rows[~ok]] = SKIPPED
             for row, kind, message in zip(rows[~ok], kinds[~ok], messages[~ok]):
@@ -193,13 +193,13 @@ def _extract_shard(cache: FeatureCache, shard: Shard, features: FeatureConfig, w
             if progress:
                 progress(done, total)
             if time.perf_counter() - last_save >= checkpoint_seconds:
-                array.flush()
+                writer.sync()
                 shard.save_status(status, skips)
                 last_save = time.perf_counter()
     finally:
-        array.flush()
+        writer.sync()
         shard.save_status(status, skips)
-        del array
+        writer.close()
     return done
 
 

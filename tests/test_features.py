@@ -275,3 +275,19 @@ def test_prepare_extracts_features_and_drops_unreadable_audio(tiny_dataset, audi
     cache = FeatureCache(features.cache_dir(tiny_dataset.config))
     rows = cache.rows(prepared.tracks["track_id"])
     assert cache.read(rows).shape == (len(readable), 80, 130)
+
+
+def test_row_writer_writes_rows_in_place(tmp_path):
+    from msd_triplet.featurecache import RowWriter
+
+    path = tmp_path / "a.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(7, 2, 3)).flush()
+    values = np.arange(4 * 6, dtype=np.float32).reshape(4, 2, 3)
+    with RowWriter(path, (2, 3)) as writer:
+        writer.write(np.array([1, 2, 5, 3]), values)
+        writer.sync()
+        with pytest.raises(ValueError, match="do not match"):
+            writer.write(np.array([0]), values)
+    expected = np.zeros((7, 2, 3), np.float32)
+    expected[[1, 2, 5, 3]] = values
+    np.testing.assert_array_equal(np.load(path), expected)
