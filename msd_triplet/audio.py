@@ -158,26 +158,25 @@ def _reason(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- mel filter bank
 
+# Slaney mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic (27 mels per factor 6.4) above.
+_MEL_HZ_PER_MEL = 200.0 / 3
+_MEL_BREAK_HZ = 1000.0
+_MEL_BREAK = _MEL_BREAK_HZ / _MEL_HZ_PER_MEL
+_MEL_LOG_STEP = math.log(6.4) / 27.0
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney mel scale (librosa ``htk=False``): linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = math.log(6.4) / 27.0
-    with np.errstate(divide="ignore"):
-        log_part = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, log_part, hz / f_sp)
+    log_part = _MEL_BREAK + np.log(np.maximum(hz, _MEL_BREAK_HZ) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_BREAK_HZ, log_part, hz / _MEL_HZ_PER_MEL)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = math.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    log_part = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (mel - _MEL_BREAK))
+    return np.where(mel >= _MEL_BREAK, log_part, _MEL_HZ_PER_MEL * mel)
 
 
 @lru_cache(maxsize=8)
