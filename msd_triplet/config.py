@@ -97,9 +97,9 @@ class FeatureConfig:
     fmin: float = 16.0
     fmax: float = 11_000.0
     log_floor: float = 1e-6
-    # dtype of the FFT and mel projection. float64 matches librosa to ~1e-6 and costs
-    # nothing measurable in the decode-bound extraction; float32 matches to ~1e-3.
-    precision: Literal["float32", "float64"] = "float64"
+    # dtype of the FFT and mel projection: float32 matches librosa to 2e-4 on music (1e-3 on
+    # full-scale pure tones); float64 to 2e-5, at 15-30 % lower extraction speed on CPU.
+    precision: Literal["float32", "float64"] = "float32"
     # Zero-pad audio shorter than offset + duration instead of skipping it.
     pad_short: bool = False
     cache: str = "features"

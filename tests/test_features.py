@@ -180,7 +180,7 @@ def test_cache_key_and_parameters(tmp_path, tracks):
     ids, paths, _ = tracks
     assert features.cache_key(FeatureConfig()) == features.cache_key(FeatureConfig(cache="elsewhere"))
     assert features.cache_key(FeatureConfig()) != features.cache_key(FeatureConfig(n_mels=64))
-    assert features.cache_key(FeatureConfig()) != features.cache_key(FeatureConfig(precision="float32"))
+    assert features.cache_key(FeatureConfig()) != features.cache_key(FeatureConfig(precision="float64"))
     config = Config(data=DataConfig(root=str(tmp_path)))
     assert features.cache_dir(config) == tmp_path / "prepared" / "features" / features.cache_key(config.features)
     directory = tmp_path / "c"
