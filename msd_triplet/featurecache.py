@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -270,14 +271,33 @@ def open_or_create(directory: Path, track_ids: list[str], audio_paths: list[str]
                             f"these give {cache_key(features)}); point features.cache elsewhere or delete it")
         if list(cache.track_ids) == track_ids:
             return cache
-        return _relayout(cache, track_ids, audio_paths, features, shard)
-    _create(directory, track_ids, audio_paths, features, shard[1] if shard else 1)
+        if shard is not None:
+            raise DataError(f"{directory}: the cache holds another track list ({len(cache)} tracks, this run "
+                            f"{len(track_ids)}); shards must share one list: run prepare once without --shard "
+                            "to re-lay the cache out (extracted rows are kept), then start the shards")
+        return _relayout(cache, track_ids, audio_paths, features)
+    staging = _staging(directory, "new")
+    _create(staging, track_ids, audio_paths, features, shard[1] if shard else 1)
+    try:
+        # a directory rename is atomic: when several machines start at once, one layout wins
+        # and nobody's rows are written into files another machine then replaces
+        os.rename(staging, directory)
+    except OSError:
+        shutil.rmtree(staging)
+        if not (directory / "cache.json").is_file():
+            raise
+        return open_or_create(directory, track_ids, audio_paths, features, shard)
     return FeatureCache(directory)
+
+
+def _staging(directory: Path, what: str) -> Path:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return directory.with_name(f".{directory.name}.{what}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
 def _create(directory: Path, track_ids: list[str], audio_paths: list[str], features: FeatureConfig,
             n_shards: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True)
     shape = audio.feature_shape(features)
     bounds = _shard_bounds(len(track_ids), n_shards)
     for i in range(n_shards):
@@ -290,13 +310,11 @@ def _create(directory: Path, track_ids: list[str], audio_paths: list[str], featu
         "shape": list(shape), "dtype": "float32", "tracks": len(track_ids), "shards": n_shards})
 
 
-def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], features: FeatureConfig,
-              shard: Optional[tuple[int, int]]) -> FeatureCache:
+def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], features: FeatureConfig
+              ) -> FeatureCache:
     """A new layout for a changed track list, carrying over the rows already extracted or skipped."""
-    staging = old.directory.with_name(old.directory.name + ".relayout")
-    if staging.exists():
-        shutil.rmtree(staging)
-    _create(staging, track_ids, audio_paths, features, shard[1] if shard else len(old.shards))
+    staging = _staging(old.directory, "relayout")
+    _create(staging, track_ids, audio_paths, features, len(old.shards))
     new = FeatureCache(staging)
     old_status = old.status()
     old_index = {t: i for i, t in enumerate(old.track_ids)}
@@ -316,9 +334,7 @@ def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], f
         skips = {int(r): (ids[r], audio_paths[sh.start + r], *old_skip_by_id.get(ids[r], ("error", "")))
                  for r in np.flatnonzero(status == SKIPPED)}
         sh.save_status(status, skips)
-    retired = old.directory.with_name(old.directory.name + ".retired")
-    if retired.exists():
-        shutil.rmtree(retired)
+    retired = _staging(old.directory, "retired")
     os.replace(old.directory, retired)
     os.replace(staging, old.directory)
     shutil.rmtree(retired)

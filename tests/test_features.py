@@ -173,7 +173,9 @@ def test_a_changed_track_list_keeps_what_was_extracted(tracks, full_cache, tmp_p
     good = [ids[names.index(n)] for n in GOOD_AUDIO]
     np.testing.assert_allclose(cache.read(cache.rows(good)), reference.read(reference.rows(good)), atol=1e-6)
     assert set(cache.skipped()["track_id"]) == set(reference.skipped()["track_id"])
-    assert not list(tmp_path.glob("cache.*"))  # no staging folders left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # no staging folders left behind
+    with pytest.raises(DataError, match="shards must share one list"):
+        extract_features(ids[:3], paths[:3], FEATURES, directory, shard=(0, 1))
 
 
 def test_cache_key_and_parameters(tmp_path, tracks):
@@ -190,6 +192,28 @@ def test_cache_key_and_parameters(tmp_path, tracks):
         extract_features(ids[:2], paths[:2], FEATURES, directory)
     with pytest.raises(DataError, match="no feature cache here"):
         FeatureCache(tmp_path / "nothing")
+
+
+def test_concurrent_creation_keeps_the_first_layout(tracks, tmp_path, monkeypatch):
+    """Two machines create the same cache at once: the loser must use the winner's files."""
+    from msd_triplet import featurecache
+
+    ids, paths, _ = tracks
+    directory = tmp_path / "cache"
+    real_create = featurecache._create
+
+    def create_while_another_machine_wins(staging, *args):
+        real_create(staging, *args)
+        if not directory.exists():  # the other machine finishes its layout first
+            real_create(tmp_path / "other", *args)
+            (tmp_path / "other").rename(directory)
+            (directory / "marker").write_text("winner")
+
+    monkeypatch.setattr(featurecache, "_create", create_while_another_machine_wins)
+    report = extract_features(ids[:4], paths[:4], FEATURES, directory, shard=(0, 2), workers=1)
+    assert (directory / "marker").read_text() == "winner"
+    assert report.shards == [0] and FeatureCache(directory).status()[:2].tolist() != [TODO, TODO]
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
 
 
 @pytest.mark.parametrize("text,expected", [("0/1", (0, 1)), ("3/4", (3, 4))])
