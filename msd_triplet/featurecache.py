@@ -164,7 +164,11 @@ class RowWriter:
             raise ValueError(f"rows {len(rows)} and values {values.shape} do not match row shape {self._shape}")
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
-            os.pwrite(self._fd, values[start:stop].tobytes(), self._offset + int(rows[start]) * self._row_bytes)
+            data = memoryview(values[start:stop]).cast("B")
+            position = self._offset + int(rows[start]) * self._row_bytes
+            while len(data):  # pwrite may write less than asked
+                written = os.pwrite(self._fd, data, position)
+                data, position = data[written:], position + written
 
     def sync(self) -> None:
         """Make the written rows durable before their status says so."""
