@@ -226,8 +226,10 @@ def decoded_batches(paths: Sequence[str], rows: Sequence[int], features: Feature
     the number of files; soundfile and soxr release the GIL, so the threads
     use every core. Each full batch goes through :func:`msd_triplet.audio.log_mel`
     in one compiled ``tf.function`` while the pool keeps decoding the next
-    clips. This beat a tf.data pipeline with the decoder in a
-    ``tf.numpy_function`` by 25-40 % on 2 cores (``benchmarks/features.py``).
+    clips. On 2 cores this ran 25-40 % faster than an earlier tf.data
+    pipeline with the decoder in a ``tf.numpy_function`` (measured once, on
+    the clips of ``benchmarks/features.py``); tf.data remains the reader for
+    training (:func:`feature_dataset`).
     """
     spec = audio.SegmentSpec.from_config(features)
     zeros = np.zeros(spec.samples, np.float32)

@@ -422,7 +422,8 @@ def _extract(config: Config, tracks: pd.DataFrame, workers: Optional[int],
                "readable": int(readable.sum()), "unreadable": int((~readable).sum()),
                "silent_now": report.silent_now, "unreadable_by_kind": report.kinds}
     say(f"features: {summary['readable']:,} readable, {summary['unreadable']:,} skipped "
-        f"({', '.join(f'{k} {v}' for k, v in report.kinds.items()) or 'none'}); "
+        f"({', '.join(f'{k} {v}' for k, v in report.kinds.items()) or 'none'}"
+        + (f"; {report.silent_now} silent, kept" if report.silent_now else "") + "); "
         + (f"{report.extracted + report.skipped_now:,} decoded now at {report.clips_per_second:.0f} clips/s"
            if report.extracted + report.skipped_now else "all from the cache") + f"; cache {report.directory}")
     return tracks.loc[readable].reset_index(drop=True), skips, summary
