@@ -119,5 +119,52 @@ def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: b
         click.echo("skipped: " + ", ".join(f"{reason} {n}" for reason, n in skipped.items()))
 
 
+@main.command("topics")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Experiment YAML, e.g. experiments/demo.yaml.")
+@click.option("--combination", default=None, metavar="SETS",
+              help="Tag sets joined by '-', e.g. genres-moods [default: lsi.tag_sets of the config].")
+@click.option("--k", "k", type=click.IntRange(min=1), default=None, help="Topics [default: lsi.k].")
+@click.option("--topics", "topic_list", default=None, metavar="I,J,…", help="Topics to print [default: 0-4].")
+@click.option("--top", type=click.IntRange(min=1), default=8, show_default=True, help="Tags per sign and topic.")
+@click.option("--sample", type=click.IntRange(min=2), default=2_000, show_default=True,
+              help="Training tracks whose pairwise similarities make the histogram.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG of the similarity histogram [default: <prepared>/lsi/<sets>-k<k>-similarity.png].")
+def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) -> None:
+    """Fit the LSI on the training split; print topics' strongest tags; plot pairwise similarities."""
+    import dataclasses
+
+    from msd_triplet import lsi, topics
+    from msd_triplet.config import load_config
+    from msd_triplet.tagsets import load_prepared
+
+    config = load_config(config_path)
+    lsi_config = config.lsi
+    if combination:
+        lsi_config = dataclasses.replace(lsi_config, tag_sets=lsi.parse_combination(combination))
+    prepared = load_prepared(config)
+    model, vectors = lsi.fit_prepared(prepared, lsi_config, config.seed, k)
+    try:
+        chosen = topics.parse_topics(topic_list, model.k)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--topics") from None
+    click.echo(topics.format_topics(model, chosen, top, colour=sys.stdout.isatty()))
+    folder = config.data.prepared_dir / "lsi"
+    stem = f"{model.name}-{model.weighting}-k{model.k}"
+    model_path = model.save(folder / f"{stem}.npz")
+    train = prepared.tracks["split"].to_numpy() == "train"
+    loss = config.loss
+    stats = topics.similarity_histogram(vectors[train], out or folder / f"{stem}-similarity.png",
+                                        positive=loss.positive_threshold, negative=loss.negative_threshold,
+                                        sample=sample, seed=config.seed, title=f"{model.name}, k = {model.k}",
+                                        albums=prepared.tracks["album_id"].to_numpy()[train])
+    click.echo(f"{stats.pairs:,} pairs of training tracks: {stats.share_positive:.1%} ≥ {stats.positive_threshold:g} "
+               f"(positives), {stats.share_negative:.1%} < {stats.negative_threshold:g} (negatives); "
+               f"pairs from different albums only: {stats.share_positive_other_album:.1%} / "
+               f"{stats.share_negative_other_album:.1%}; {stats.zero_vectors} zero vectors")
+    click.echo(f"wrote {model_path} and {out or folder / f'{stem}-similarity.png'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

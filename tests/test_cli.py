@@ -93,3 +93,25 @@ def test_make_demo_data_then_prepare(runner, tmp_path):
     _no_traceback(result)
     result = runner.invoke(main, ["prepare", "--config", str(cfg), "--resplit"])
     assert result.exit_code == 0, result.output
+
+
+def test_topics_command(runner, tiny_dataset, tmp_path):
+    from msd_triplet.tagsets import prepare_dataset
+
+    prepare_dataset(tiny_dataset.config, extract=False)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"data:\n  root: {tiny_dataset.root}\n  audio: audio/{{track_id}}.mp3\n")
+    result = runner.invoke(main, ["topics", "--config", str(cfg)])
+    assert result.exit_code == 1 and "lsi.k: 340 topics for a" in result.output and "allowed 1..17" in result.output
+    _no_traceback(result)
+    out = tmp_path / "hist.png"
+    result = runner.invoke(main, ["topics", "--config", str(cfg), "--combination", "moods-genres", "--k", "4",
+                                  "--topics", "0,3", "--top", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "LSI of genres-moods: 4 topics" in result.output and "topic 3 (σ = " in result.output
+    assert "topic 1 (" not in result.output and "[moods] " in result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tiny_dataset.root / "prepared" / "lsi" / "genres-moods-binary-k4.npz").is_file()
+    assert "pairs from different albums only" in result.output
+    result = runner.invoke(main, ["topics", "--config", str(cfg), "--k", "4", "--topics", "9"])
+    assert result.exit_code == 2 and "topics 0..3" in result.output
