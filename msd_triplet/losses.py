@@ -1,0 +1,249 @@
+"""The LSI-masked triplet loss (paper III-A, SPEC section 6): pure TF functions + one Keras loss.
+
+Per batch of B tracks: embeddings E [B, d], LSI vectors L [B, k], album ids A [B].
+
+1. :func:`lsi_cosine` — cosine similarity of the L2-normalised rows of L,
+   diagonal 0; an all-zero LSI row (see :meth:`msd_triplet.lsi.LsiModel.transform`)
+   has cosine 0 with everyone, so it is never a positive.
+2. :func:`pair_masks` — positives: cosine >= 0.8, negatives: cosine < 0.2;
+   never i = j; with the album filter, pairs from one album are neither.
+3. :func:`squared_distances` — ‖e_i − e_j‖², without a square root (its
+   gradient at 0 is infinite), clipped at 0.
+4. :func:`triplet_terms` — mining: ``batch_hard`` (per anchor the farthest
+   positive and the nearest negative; default), ``paper_literal`` (nearest
+   positive and farthest negative, as the paper's text reads), ``batch_all``
+   (every triplet; mean over the active ones) and ``semi_hard`` (per positive
+   pair the nearest negative farther than the positive, else the farthest).
+5. loss = mean over valid anchors (>= 1 positive and >= 1 negative) of
+   max(0, d_ap − d_an + margin); 0 with a zero gradient when no anchor is
+   valid. Every masked reduction uses finite fill values, so nothing is ever
+   inf or NaN, whatever the batch.
+
+:class:`LsiTripletLoss` wires them for ``model.fit``: ``y_true`` is
+``float32 [B, k + 1]`` = the LSI vector followed by the album id (an integer
+index stored as a float; exact below 2**24), see :func:`pack_targets`.
+:class:`TripletStatistic` reports the collapse signals as Keras metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+MINING = ("batch_hard", "paper_literal", "batch_all", "semi_hard")
+STATISTICS = ("valid_anchors", "active_triplets", "positive_distance", "negative_distance", "embedding_spread")
+_ZERO_NORM = 1e-12
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def pack_targets(lsi_vectors: np.ndarray, album_ids: np.ndarray) -> np.ndarray:
+    """``y_true`` for :class:`LsiTripletLoss`: float32 [B, k + 1] = LSI vector, then album index.
+
+    ``album_ids`` are any labels; they are mapped to dense integer indices
+    (exact in float32 up to 2**24 albums).
+    """
+    _, index = np.unique(np.asarray(album_ids), return_inverse=True)
+    if index.max(initial=0) >= 2 ** 24:
+        raise ValueError("more than 2**24 albums cannot be stored exactly in float32 targets")
+    return np.concatenate([np.asarray(lsi_vectors, np.float32), index.astype(np.float32)[:, None]], axis=1)
+
+
+def unpack_targets(y_true):
+    """(LSI vectors [B, k], album ids [B]) from packed ``y_true`` [B, k + 1]."""
+    return y_true[:, :-1], y_true[:, -1]
+
+
+def lsi_cosine(lsi):
+    """Cosine similarity [B, B] of LSI rows; zero rows give 0; diagonal 0."""
+    tf = _tf()
+    lsi = tf.convert_to_tensor(lsi, tf.float32)
+    norms = tf.norm(lsi, axis=1, keepdims=True)
+    unit = tf.where(norms > _ZERO_NORM, lsi / tf.maximum(norms, _ZERO_NORM), tf.zeros_like(lsi))
+    cos = tf.matmul(unit, unit, transpose_b=True)
+    return tf.linalg.set_diag(cos, tf.zeros(tf.shape(cos)[0], cos.dtype))
+
+
+def pair_masks(lsi, albums, positive_threshold: float = 0.8, negative_threshold: float = 0.2,
+               album_filter: bool = True):
+    """Boolean [B, B] masks (positive, negative) of pairs, by LSI cosine; no diagonal, album filter."""
+    tf = _tf()
+    cos = lsi_cosine(lsi)
+    size = tf.shape(cos)[0]
+    allowed = tf.logical_not(tf.eye(size, dtype=tf.bool))
+    if album_filter:
+        albums = tf.convert_to_tensor(albums)
+        allowed = tf.logical_and(allowed, tf.not_equal(albums[:, None], albums[None, :]))
+    positive = tf.logical_and(allowed, cos >= positive_threshold)
+    negative = tf.logical_and(allowed, cos < negative_threshold)
+    return positive, negative
+
+
+def squared_distances(embeddings):
+    """‖e_i − e_j‖² [B, B] from the Gram matrix, clipped at 0, exact 0 on the diagonal."""
+    tf = _tf()
+    e = tf.convert_to_tensor(embeddings, tf.float32)
+    sq = tf.reduce_sum(tf.square(e), axis=1)
+    d = sq[:, None] - 2.0 * tf.matmul(e, e, transpose_b=True) + sq[None, :]
+    d = tf.maximum(d, 0.0)
+    return tf.linalg.set_diag(d, tf.zeros(tf.shape(d)[0], d.dtype))
+
+
+def _masked_max(values, mask, fill):
+    tf = _tf()
+    return tf.reduce_max(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
+
+
+def _masked_min(values, mask, fill):
+    tf = _tf()
+    return tf.reduce_min(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
+
+
+def _safe_mean(values, weights):
+    """Σ values·weights / max(Σ weights, 1): 0 (and zero gradient) when nothing is weighted."""
+    tf = _tf()
+    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard"):
+    """The mined hinge terms: (loss scalar, share of valid anchors, share of active triplets).
+
+    ``distances`` [B, B] squared distances; ``positive``/``negative`` [B, B]
+    masks. For ``batch_hard`` and ``paper_literal`` a "triplet" is one per
+    valid anchor; for ``batch_all`` every (a, p, n); for ``semi_hard`` one
+    per positive pair of a valid anchor. Active = hinge > 0.
+    """
+    tf = _tf()
+    if mining not in MINING:
+        raise ValueError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
+    d = tf.convert_to_tensor(distances, tf.float32)
+    has_pos = tf.reduce_any(positive, axis=1)
+    has_neg = tf.reduce_any(negative, axis=1)
+    valid = tf.cast(tf.logical_and(has_pos, has_neg), tf.float32)
+    valid_share = tf.reduce_mean(valid)
+    big = tf.reduce_max(d) + 1.0  # finite fill larger than any distance
+    if mining in ("batch_hard", "paper_literal"):
+        if mining == "batch_hard":
+            d_ap, d_an = _masked_max(d, positive, -1.0), _masked_min(d, negative, big)
+        else:
+            d_ap, d_an = _masked_min(d, positive, big), _masked_max(d, negative, -1.0)
+        hinge = tf.nn.relu(d_ap - d_an + margin) * valid
+        active = tf.cast(hinge > 0, tf.float32)
+        return _safe_mean(hinge, valid), valid_share, _safe_mean(active, valid)
+    pos_pairs = tf.cast(positive, tf.float32) * valid[:, None]  # [a, p]
+    if mining == "batch_all":
+        triplets = pos_pairs[:, :, None] * tf.cast(negative, tf.float32)[:, None, :]  # [a, p, n]
+        hinge = tf.nn.relu(d[:, :, None] - d[:, None, :] + margin) * triplets
+        active = tf.cast(hinge > 0, tf.float32)
+        return _safe_mean(hinge, active), valid_share, _safe_mean(active, triplets)
+    # semi_hard: per (a, p), the nearest negative farther than p; if there is none, the farthest negative
+    farther = tf.logical_and(negative[:, None, :], d[:, None, :] > d[:, :, None])  # [a, p, n]
+    nearest_farther = _masked_min(tf.broadcast_to(d[:, None, :], tf.shape(farther)), farther, big)
+    farthest = _masked_max(d, negative, -1.0)[:, None]
+    d_an = tf.where(tf.reduce_any(farther, axis=-1), nearest_farther, farthest)
+    hinge = tf.nn.relu(d - d_an + margin) * pos_pairs
+    active = tf.cast(hinge > 0, tf.float32)
+    return _safe_mean(hinge, pos_pairs), valid_share, _safe_mean(active, pos_pairs)
+
+
+def lsi_triplet_loss(embeddings, lsi, albums, *, positive_threshold: float = 0.8, negative_threshold: float = 0.2,
+                     margin: float = 0.2, mining: str = "batch_hard", album_filter: bool = True,
+                     return_statistics: bool = False):
+    """The whole loss on one batch; with ``return_statistics`` also a dict of :data:`STATISTICS`."""
+    tf = _tf()
+    positive, negative = pair_masks(lsi, albums, positive_threshold, negative_threshold, album_filter)
+    d = squared_distances(embeddings)
+    loss, valid_share, active_share = triplet_terms(d, positive, negative, margin, mining)
+    if not return_statistics:
+        return loss
+    e = tf.convert_to_tensor(embeddings, tf.float32)
+    stats = {
+        "valid_anchors": valid_share,
+        "active_triplets": active_share,
+        "positive_distance": _safe_mean(d, tf.cast(positive, tf.float32)),
+        "negative_distance": _safe_mean(d, tf.cast(negative, tf.float32)),
+        # root mean variance across the batch: 0 when every track maps to one point (collapse)
+        "embedding_spread": tf.sqrt(tf.reduce_mean(tf.math.reduce_variance(e, axis=0))),
+    }
+    return loss, stats
+
+
+def _loss_config(obj) -> dict[str, Any]:
+    return dict(positive_threshold=obj.positive_threshold, negative_threshold=obj.negative_threshold,
+                margin=obj.margin, mining=obj.mining, album_filter=obj.album_filter)
+
+
+def _set_loss_config(obj, positive_threshold, negative_threshold, margin, mining, album_filter) -> None:
+    if mining not in MINING:
+        raise ValueError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
+    obj.positive_threshold = float(positive_threshold)
+    obj.negative_threshold = float(negative_threshold)
+    obj.margin = float(margin)
+    obj.mining = mining
+    obj.album_filter = bool(album_filter)
+
+
+@keras.saving.register_keras_serializable(package="msd_triplet")
+class LsiTripletLoss(keras.losses.Loss):
+    """The LSI-masked triplet loss for ``model.fit``.
+
+    ``y_true``: float32 [B, k + 1], the LSI vector of each track followed by its
+    album index (:func:`pack_targets`); ``y_pred``: embeddings [B, d]. Returns
+    one scalar per batch (the mean over valid anchors).
+    """
+
+    def __init__(self, positive_threshold: float = 0.8, negative_threshold: float = 0.2, margin: float = 0.2,
+                 mining: str = "batch_hard", album_filter: bool = True, name: str = "lsi_triplet",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter)
+
+    @classmethod
+    def from_config_dataclass(cls, loss_config) -> "LsiTripletLoss":
+        """From a :class:`msd_triplet.config.LossConfig`."""
+        return cls(loss_config.positive_threshold, loss_config.negative_threshold, loss_config.margin,
+                   loss_config.mining, loss_config.album_filter)
+
+    def call(self, y_true, y_pred):
+        lsi, albums = unpack_targets(y_true)
+        return lsi_triplet_loss(y_pred, lsi, albums, **_loss_config(self))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(_loss_config(self))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="msd_triplet")
+class TripletStatistic(keras.metrics.Mean):
+    """One of :data:`STATISTICS` per batch, averaged over an epoch (the signals of collapse)."""
+
+    def __init__(self, statistic: str = "valid_anchors", positive_threshold: float = 0.8,
+                 negative_threshold: float = 0.2, margin: float = 0.2, mining: str = "batch_hard",
+                 album_filter: bool = True, name: str | None = None, **kwargs: Any) -> None:
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic {statistic!r}: expected one of {', '.join(STATISTICS)}")
+        super().__init__(name=name or statistic, **kwargs)
+        self.statistic = statistic
+        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        lsi, albums = unpack_targets(y_true)
+        _, stats = lsi_triplet_loss(y_pred, lsi, albums, return_statistics=True, **_loss_config(self))
+        return super().update_state(stats[self.statistic])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(statistic=self.statistic, **_loss_config(self))
+        return config
+
+
+def triplet_metrics(loss: LsiTripletLoss) -> list[TripletStatistic]:
+    """Every :data:`STATISTICS` metric for the settings of ``loss``."""
+    return [TripletStatistic(s, **_loss_config(loss)) for s in STATISTICS]

@@ -1,0 +1,68 @@
+"""The DPNN: two parallel convolutional stacks over a log-mel spectrogram (paper IV-A, Fig. 1).
+
+Input ``float32 [batch, 80, 130, 1]`` → BatchNormalization → two stacks that
+share nothing: a *timbre* stack with kernels wide in time and a *rhythm*
+stack with kernels tall in frequency (kernel sizes from the first author's
+slides, SPEC section 5). Every block is Conv2D (same padding) →
+BatchNormalization → ELU → MaxPool. Both stacks are flattened and
+concatenated → Dense(256, ELU) = the representation (layer ``embedding``) →
+optionally L2-normalised (layer ``l2_normalize``) for the triplet loss.
+
+Layers are named (``timbre_conv1`` … ``rhythm_pool4``, ``embedding``), so a
+user can cut the model anywhere, e.g.
+``keras.Model(model.input, model.get_layer("embedding").output)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+
+from msd_triplet.config import ModelConfig
+
+#: (kernel [mel bands, frames], pool) per block, for each stack.
+TIMBRE_BLOCKS = (((10, 23), (2, 2)), ((5, 11), (2, 2)), ((3, 5), (2, 2)), ((2, 4), (1, 8)))
+RHYTHM_BLOCKS = (((21, 10), (2, 2)), ((10, 5), (2, 2)), ((5, 3), (2, 2)), ((4, 2), (4, 1)))
+
+
+def _stack(x, name: str, blocks, widths, seed: Optional[int]):
+    for i, ((kernel, pool), width) in enumerate(zip(blocks, widths), start=1):
+        init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 100 * i + len(name))
+        x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer=init,
+                                name=f"{name}_conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = keras.layers.Activation("elu", name=f"{name}_elu{i}")(x)
+        x = keras.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool{i}")(x)
+    return keras.layers.Flatten(name=f"{name}_flatten")(x)
+
+
+def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int] = (80, 130),
+               seed: Optional[int] = None, name: str = "dpnn") -> keras.Model:
+    """The DPNN as a functional Keras model.
+
+    Parameters
+    ----------
+    config : conv widths of both stacks, embedding size, L2 normalisation
+    input_shape : (mel bands, frames) of the log-mel input (channel axis added)
+    seed : seeds every initialiser, so the same seed gives the same weights
+
+    Returns
+    -------
+    keras.Model: ``float32 [B, bands, frames, 1]`` → ``float32 [B, embedding_dim]``
+    """
+    inputs = keras.Input((*input_shape, 1), name="log_mel")
+    x = keras.layers.BatchNormalization(name="input_bn")(inputs)
+    timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed)
+    rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed)
+    x = keras.layers.Concatenate(name="concat")([timbre, rhythm])
+    init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 7)
+    x = keras.layers.Dense(config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding")(x)
+    if config.l2_normalize:
+        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The representation before L2 normalisation (layer ``embedding``), for downstream use."""
+    return keras.Model(model.input, model.get_layer("embedding").output, name=f"{model.name}_embedding")

@@ -1,0 +1,241 @@
+"""The LSI triplet loss against a brute-force numpy loop; XLA; Keras round trip; a tiny training run."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from msd_triplet import losses
+from msd_triplet.config import ModelConfig
+
+MODES = losses.MINING
+
+
+def reference(e, lsi, albums, mining, pos_th=0.8, neg_th=0.2, margin=0.2, album_filter=True):
+    """Explicit loops over anchors, positives and negatives (float64)."""
+    b = len(e)
+    e = np.asarray(e, np.float64)
+    lsi = np.asarray(lsi, np.float64)
+    norms = np.linalg.norm(lsi, axis=1)
+    unit = [lsi[i] / norms[i] if norms[i] > 1e-12 else np.zeros_like(lsi[i]) for i in range(b)]
+
+    def allowed(i, j):
+        return i != j and (not album_filter or albums[i] != albums[j])
+
+    cos = [[float(unit[i] @ unit[j]) for j in range(b)] for i in range(b)]
+    pos = [[j for j in range(b) if allowed(i, j) and cos[i][j] >= pos_th] for i in range(b)]
+    neg = [[j for j in range(b) if allowed(i, j) and cos[i][j] < neg_th] for i in range(b)]
+    d = [[float(np.sum((e[i] - e[j]) ** 2)) for j in range(b)] for i in range(b)]
+    valid = [a for a in range(b) if pos[a] and neg[a]]
+    terms = []
+    for a in valid:
+        if mining == "batch_hard":
+            terms.append(max(0.0, max(d[a][p] for p in pos[a]) - min(d[a][n] for n in neg[a]) + margin))
+        elif mining == "paper_literal":
+            terms.append(max(0.0, min(d[a][p] for p in pos[a]) - max(d[a][n] for n in neg[a]) + margin))
+        elif mining == "batch_all":
+            terms.extend(max(0.0, d[a][p] - d[a][n] + margin) for p in pos[a] for n in neg[a])
+        else:  # semi_hard
+            for p in pos[a]:
+                farther = [d[a][n] for n in neg[a] if d[a][n] > d[a][p]]
+                d_an = min(farther) if farther else max(d[a][n] for n in neg[a])
+                terms.append(max(0.0, d[a][p] - d_an + margin))
+    if mining == "batch_all":
+        active = [t for t in terms if t > 0]
+        loss = float(np.mean(active)) if active else 0.0
+    else:
+        loss = float(np.mean(terms)) if terms else 0.0
+    active_share = float(np.mean([t > 0 for t in terms])) if terms else 0.0
+    return loss, len(valid) / b, active_share
+
+
+def random_batch(seed, b=14, k=6, d=5, album_size=3):
+    """LSI vectors near a few topic directions (so positives exist) and random embeddings."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((3, k))
+    lsi = topics[rng.integers(0, 3, b)] + 0.3 * rng.standard_normal((b, k))
+    albums = np.arange(b) // album_size
+    return rng.standard_normal((b, d)).astype(np.float32), lsi.astype(np.float32), albums.astype(np.float32)
+
+
+def special_batches():
+    e, lsi, albums = random_batch(100)
+    k = lsi.shape[1]
+    orthogonal = np.eye(len(e), k * 3)[:, :k * 3].astype(np.float32)  # every pair cosine 0: no positive
+    zero_rows = lsi.copy()
+    zero_rows[[0, 4, 5]] = 0.0
+    return {
+        "random": (e, lsi, albums),
+        "no_positive": (e, orthogonal, albums),
+        "one_album": (e, lsi, np.zeros_like(albums)),
+        "identical_embeddings": (np.ones_like(e), lsi, albums),
+        "zero_lsi_rows": (e, zero_rows, albums),
+        "batch_of_two": (e[:2], np.stack([lsi[0], lsi[0] * 2]), np.array([0.0, 1.0], np.float32)),
+    }
+
+
+@pytest.mark.parametrize("mining", MODES)
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_brute_force_on_random_batches(mining, seed):
+    e, lsi, albums = random_batch(seed)
+    loss, stats = losses.lsi_triplet_loss(e, lsi, albums, mining=mining, return_statistics=True)
+    ref_loss, ref_valid, ref_active = reference(e, lsi, albums, mining)
+    assert ref_valid > 0  # the batch is not trivial
+    assert float(loss) == pytest.approx(ref_loss, abs=1e-5, rel=1e-5)
+    assert float(stats["valid_anchors"]) == pytest.approx(ref_valid)
+    assert float(stats["active_triplets"]) == pytest.approx(ref_active, abs=1e-6)
+
+
+@pytest.mark.parametrize("mining", MODES)
+@pytest.mark.parametrize("case", list(special_batches()))
+def test_edge_cases_match_brute_force_with_finite_gradients(mining, case):
+    import tensorflow as tf
+
+    e, lsi, albums = special_batches()[case]
+    variable = tf.Variable(e)
+    with tf.GradientTape() as tape:
+        loss = losses.lsi_triplet_loss(variable, lsi, albums, mining=mining)
+    grad = tape.gradient(loss, variable)
+    ref_loss, ref_valid, _ = reference(e, lsi, albums, mining)
+    assert float(loss) == pytest.approx(ref_loss, abs=1e-5)
+    assert np.all(np.isfinite(grad.numpy()))
+    if ref_valid == 0:
+        assert float(loss) == 0.0 and not np.any(grad.numpy())
+    if case in ("no_positive", "one_album"):
+        assert ref_valid == 0
+
+
+def test_album_filter_and_thresholds_are_configurable():
+    e, lsi, albums = random_batch(7)
+    for kwargs in [dict(album_filter=False), dict(pos_th=0.5, neg_th=0.0), dict(margin=1.5)]:
+        ours = dict(album_filter=kwargs.get("album_filter", True), margin=kwargs.get("margin", 0.2),
+                    positive_threshold=kwargs.get("pos_th", 0.8), negative_threshold=kwargs.get("neg_th", 0.2))
+        got = losses.lsi_triplet_loss(e, lsi, albums, **ours)
+        assert float(got) == pytest.approx(reference(e, lsi, albums, "batch_hard", **kwargs)[0], abs=1e-5)
+
+
+def test_masks_and_distances():
+    e, lsi, albums = random_batch(3)
+    pos, neg = losses.pair_masks(lsi, albums)
+    pos, neg = pos.numpy(), neg.numpy()
+    assert not np.any(np.diag(pos)) and not np.any(pos & neg) and np.array_equal(pos, pos.T)
+    same = albums[:, None] == albums[None, :]
+    assert not np.any(pos[same]) and not np.any(neg[same])
+    d = losses.squared_distances(e).numpy()
+    brute = ((e[:, None, :].astype(np.float64) - e[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(d, brute, atol=1e-5)
+    assert np.all(d >= 0) and not np.any(np.diag(d))
+
+
+def test_statistics_signal_collapse():
+    e, lsi, albums = random_batch(5)
+    _, stats = losses.lsi_triplet_loss(np.ones_like(e), lsi, albums, return_statistics=True)
+    assert float(stats["embedding_spread"]) == 0.0 and float(stats["positive_distance"]) == 0.0
+    assert float(stats["active_triplets"]) == 1.0  # every hinge is the margin
+    _, stats = losses.lsi_triplet_loss(e, lsi, albums, return_statistics=True)
+    pos, neg = (m.numpy() for m in losses.pair_masks(lsi, albums))
+    d = ((e[:, None, :] - e[None, :, :]) ** 2).sum(-1)
+    assert float(stats["positive_distance"]) == pytest.approx(d[pos].mean(), rel=1e-5)
+    assert float(stats["negative_distance"]) == pytest.approx(d[neg].mean(), rel=1e-5)
+    assert float(stats["embedding_spread"]) == pytest.approx(np.sqrt(e.var(axis=0).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("mining", MODES)
+def test_xla_gives_the_same_loss(mining):
+    import tensorflow as tf
+
+    e, lsi, albums = random_batch(11, b=24)
+    eager = losses.lsi_triplet_loss(e, lsi, albums, mining=mining)
+    compiled = tf.function(lambda *a: losses.lsi_triplet_loss(*a, mining=mining), jit_compile=True)(e, lsi, albums)
+    assert float(compiled) == pytest.approx(float(eager), rel=1e-6, abs=1e-6)
+
+
+def test_pack_targets_round_trip():
+    lsi = np.arange(6, dtype=np.float32).reshape(3, 2)
+    packed = losses.pack_targets(lsi, np.array(["b", "a", "b"]))
+    assert packed.shape == (3, 3) and packed[:, -1].tolist() == [1.0, 0.0, 1.0]
+    got_lsi, got_albums = losses.unpack_targets(packed)
+    np.testing.assert_array_equal(got_lsi, lsi)
+
+
+def _tiny_model(seed=0):
+    from msd_triplet.model import build_dpnn
+
+    return build_dpnn(ModelConfig(widths=(2, 2, 2, 4), embedding_dim=8), input_shape=(16, 24), seed=seed)
+
+
+def _clustered_data(n=96, seed=0):
+    """Inputs from 4 clusters of spectro-temporal patterns; LSI targets = a noisy one-hot of the cluster."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.standard_normal((4, 16, 24, 1)).astype(np.float32)
+    cluster = rng.integers(0, 4, n)
+    x = patterns[cluster] + 0.5 * rng.standard_normal((n, 16, 24, 1)).astype(np.float32)
+    lsi = np.eye(4, dtype=np.float32)[cluster] + 0.05 * rng.standard_normal((n, 4)).astype(np.float32)
+    return x, losses.pack_targets(lsi, np.arange(n) // 2)
+
+
+def test_keras_round_trip_of_a_compiled_model(tmp_path):
+    import keras
+
+    model = _tiny_model()
+    loss = losses.LsiTripletLoss(mining="semi_hard", margin=0.3)
+    model.compile(optimizer="adam", loss=loss, metrics=losses.triplet_metrics(loss))
+    x, y = _clustered_data(32)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert isinstance(loaded.loss, losses.LsiTripletLoss) and loaded.loss.mining == "semi_hard"
+    assert loaded.loss.margin == pytest.approx(0.3)
+    before = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    after = loaded.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert after["loss"] == pytest.approx(before["loss"], abs=1e-6)
+    assert set(losses.STATISTICS) <= set(after)
+
+
+def test_a_few_steps_of_training_learn_the_lsi_structure():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = _tiny_model(seed=0)
+    loss = losses.LsiTripletLoss()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=losses.triplet_metrics(loss))
+    x, y = _clustered_data(96)
+    start = model.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    model.fit(x, y, batch_size=32, epochs=15, verbose=0, shuffle=True)
+    end = model.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    assert start["valid_anchors"] > 0.9
+    assert end["loss"] < 0.5 * start["loss"]
+    assert end["active_triplets"] < start["active_triplets"]  # more triplets satisfied
+    assert end["negative_distance"] > end["positive_distance"]
+
+
+def test_loss_rejects_unknown_mining():
+    with pytest.raises(ValueError, match="mining 'hardest'"):
+        losses.LsiTripletLoss(mining="hardest")
+    with pytest.raises(ValueError, match="statistic 'x'"):
+        losses.TripletStatistic("x")
+
+
+def test_dpnn_shapes_names_and_seeding():
+    from msd_triplet.model import build_dpnn, embedding_model
+
+    model = build_dpnn(seed=1)
+    assert model.output_shape == (None, 256) and model.input_shape == (None, 80, 130, 1)
+    names = {layer.name for layer in model.layers}
+    for stack, i in itertools.product(("timbre", "rhythm"), range(1, 5)):
+        assert {f"{stack}_conv{i}", f"{stack}_bn{i}", f"{stack}_elu{i}", f"{stack}_pool{i}"} <= names
+    assert model.get_layer("timbre_conv1").kernel_size == (10, 23)
+    assert model.get_layer("rhythm_conv4").kernel_size == (4, 2)
+    assert model.get_layer("timbre_pool4").pool_size == (1, 8) and model.get_layer("rhythm_pool4").pool_size == (4, 1)
+    assert model.get_layer("timbre_flatten").output.shape[-1] == 128 * 10 * 3
+    assert model.get_layer("rhythm_flatten").output.shape[-1] == 128 * 3 * 17
+    x = np.random.default_rng(0).standard_normal((3, 80, 130, 1)).astype(np.float32)
+    out = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(build_dpnn(seed=1).predict(x, verbose=0), out)
+    assert embedding_model(model).output_shape == (None, 256)
+    unnormalised = build_dpnn(ModelConfig(l2_normalize=False, embedding_dim=32), seed=1)
+    assert "l2_normalize" not in {layer.name for layer in unnormalised.layers}
