@@ -115,3 +115,28 @@ def test_topics_command(runner, tiny_dataset, tmp_path):
     assert "pairs from different albums only" in result.output
     result = runner.invoke(main, ["topics", "--config", str(cfg), "--k", "4", "--topics", "9"])
     assert result.exit_code == 2 and "topics 0..3" in result.output
+
+
+def test_fit_dry_run_prints_parameters_and_step(runner, tmp_path):
+    from msd_triplet import audio
+    from msd_triplet.config import load_config
+    from msd_triplet.model import build_dpnn
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model:\n  widths: [2, 2, 4, 4]\n  embedding_dim: 8\ntraining:\n  batch_size: 6\n")
+    result = runner.invoke(main, ["fit", "--config", str(cfg), "--dry-run"])
+    _no_traceback(result)
+    assert result.exit_code == 0, result.output
+    config = load_config(cfg)
+    expected = build_dpnn(config.model, audio.feature_shape(config.features)).count_params()
+    assert f"{expected:,} parameters" in result.output
+    assert "batch 6:" in result.output and "valid_anchors" in result.output
+
+
+def test_fit_without_dry_run_is_a_clear_error(runner, tmp_path):
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("name: x\n")
+    result = runner.invoke(main, ["fit", "--config", str(cfg)])
+    assert result.exit_code == 1
+    _no_traceback(result)
+    assert "--dry-run" in result.output
