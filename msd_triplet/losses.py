@@ -174,6 +174,23 @@ def lsi_triplet_loss(embeddings, lsi, albums, *, positive_threshold: float = 0.8
     return loss, stats
 
 
+def global_batch(y_true, y_pred):
+    """``(y_true, y_pred)`` of the whole batch when called by one replica of a ``tf.distribute`` strategy.
+
+    With several replicas each one sees only its slice of the batch; mining
+    over a slice would make the loss depend on the replica count. The slices
+    are gathered (the gradient of the gather sums the replicas' gradients and
+    returns each replica its part), every replica computes the loss of the
+    global batch divided by the replica count, and the optimizer sums the
+    replicas' gradients: the result equals one device on the whole batch.
+    """
+    tf = _tf()
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return y_true, y_pred
+    return context.all_gather(y_true, axis=0), context.all_gather(y_pred, axis=0)
+
+
 def _loss_config(obj) -> dict[str, Any]:
     return dict(positive_threshold=obj.positive_threshold, negative_threshold=obj.negative_threshold,
                 margin=obj.margin, mining=obj.mining, album_filter=obj.album_filter)
@@ -211,8 +228,13 @@ class LsiTripletLoss(keras.losses.Loss):
                    loss_config.mining, loss_config.album_filter)
 
     def call(self, y_true, y_pred):
+        y_true, y_pred = global_batch(y_true, y_pred)
         lsi, albums = unpack_targets(y_true)
-        return lsi_triplet_loss(y_pred, lsi, albums, **_loss_config(self))
+        loss = lsi_triplet_loss(y_pred, lsi, albums, **_loss_config(self))
+        # Every replica returns the loss of the global batch. Keras divides a loss by the replica
+        # count before the gradients are summed, but not a scalar one (``reduce_values`` returns
+        # scalars untouched): divide here, or R replicas would take R-times larger steps.
+        return loss / _tf().cast(_tf().distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -234,6 +256,7 @@ class TripletStatistic(keras.metrics.Mean):
         _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = global_batch(y_true, y_pred)
         lsi, albums = unpack_targets(y_true)
         _, stats = lsi_triplet_loss(y_pred, lsi, albums, return_statistics=True, **_loss_config(self))
         return super().update_state(stats[self.statistic])

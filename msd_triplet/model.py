@@ -26,19 +26,19 @@ TIMBRE_BLOCKS = (((10, 23), (2, 2)), ((5, 11), (2, 2)), ((3, 5), (2, 2)), ((2, 4
 RHYTHM_BLOCKS = (((21, 10), (2, 2)), ((10, 5), (2, 2)), ((5, 3), (2, 2)), ((4, 2), (4, 1)))
 
 
-def _stack(x, name: str, blocks, widths, seed: Optional[int]):
+def _stack(x, name: str, blocks, widths, seed: Optional[int], synchronized: bool):
     for i, ((kernel, pool), width) in enumerate(zip(blocks, widths), start=1):
         init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 100 * i + len(name))
         x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer=init,
                                 name=f"{name}_conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation("elu", name=f"{name}_elu{i}")(x)
         x = keras.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool{i}")(x)
     return keras.layers.Flatten(name=f"{name}_flatten")(x)
 
 
 def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int] = (80, 130),
-               seed: Optional[int] = None, name: str = "dpnn") -> keras.Model:
+               seed: Optional[int] = None, name: str = "dpnn", synchronized_bn: bool = False) -> keras.Model:
     """The DPNN as a functional Keras model.
 
     Parameters
@@ -46,15 +46,18 @@ def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int]
     config : conv widths of both stacks, embedding size, L2 normalisation
     input_shape : (mel bands, frames) of the log-mel input (channel axis added)
     seed : seeds every initialiser, so the same seed gives the same weights
+    synchronized_bn : batch statistics over the global batch of every replica
+        of a ``tf.distribute`` strategy (the result then does not depend on
+        the number of replicas); no effect with one replica
 
     Returns
     -------
     keras.Model: ``float32 [B, bands, frames, 1]`` → ``float32 [B, embedding_dim]``
     """
     inputs = keras.Input((*input_shape, 1), name="log_mel")
-    x = keras.layers.BatchNormalization(name="input_bn")(inputs)
-    timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed)
-    rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed)
+    x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name="input_bn")(inputs)
+    timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed, synchronized_bn)
+    rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed, synchronized_bn)
     x = keras.layers.Concatenate(name="concat")([timbre, rhythm])
     init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 7)
     x = keras.layers.Dense(config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding")(x)
