@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -169,23 +170,30 @@ def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) 
 @main.command("fit")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Experiment YAML, e.g. experiments/demo.yaml.")
-@click.option("--dry-run", is_flag=True, help="Build the model and loss, time one step on a random batch.")
-def fit_cmd(config_path: Path, dry_run: bool) -> None:
-    """Train the DPNN with the LSI triplet loss (for now: --dry-run checks model, loss and step time)."""
+@click.option("--resume", is_flag=True, help="Continue the run after its last finished epoch.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: <training.runs>/<name>].")
+@click.option("--dry-run", is_flag=True, help="Build the model and loss, time one step on a random batch; no data.")
+def fit_cmd(config_path: Path, resume: bool, run_dir: Optional[Path], dry_run: bool) -> None:
+    """Train the DPNN with the LSI triplet loss on the prepared data and cached features."""
     from msd_triplet import training
     from msd_triplet.config import load_config
 
     config = load_config(config_path)
-    if not dry_run:
-        raise MsdTripletError("fit: only --dry-run is available in this version; training on the feature "
-                              "cache is the next step of the roadmap (README, Status)")
-    report = training.dry_run(config)
-    click.echo(f"DPNN {report.input_shape} → {report.embedding_dim}: {report.parameters:,} parameters "
-               f"({report.trainable_parameters:,} trainable)")
-    click.echo(f"batch {report.batch_size}: first step {report.compile_seconds:.1f} s (tracing"
-               f"{' + XLA' if config.training.jit_compile else ''}), next step {report.step_seconds:.2f} s "
-               f"({report.batch_size / report.step_seconds:.0f} samples/s); loss {report.loss:.4f}")
-    click.echo("statistics: " + ", ".join(f"{k} {v:.3f}" for k, v in report.statistics.items()))
+    if dry_run:
+        report = training.dry_run(config)
+        click.echo(f"DPNN {report.input_shape} → {report.embedding_dim}: {report.parameters:,} parameters "
+                   f"({report.trainable_parameters:,} trainable)")
+        click.echo(f"batch {report.batch_size}: first step {report.compile_seconds:.1f} s (tracing"
+                   f"{' + XLA' if config.training.jit_compile else ''}), next step {report.step_seconds:.2f} s "
+                   f"({report.batch_size / report.step_seconds:.0f} samples/s); loss {report.loss:.4f}")
+        click.echo("statistics: " + ", ".join(f"{k} {v:.3f}" for k, v in report.statistics.items()))
+        return
+    result = training.fit(config, resume=resume, run_dir=run_dir, say=click.echo)
+    best = (f"; best validation P@k (mean of tag facets) {result.best_value:.4f} at epoch {result.best_epoch}"
+            if result.best_epoch else "")
+    click.echo(f"{result.epochs} epochs{' (stopped early)' if result.stopped_early else ''}{best}")
+    click.echo(f"wrote {result.run_dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover

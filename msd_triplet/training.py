@@ -1,19 +1,49 @@
-"""Training: the model, loss and optimiser of a config, and ``fit`` on the feature cache.
+"""Training: the DPNN with the LSI triplet loss, ``model.fit`` over the feature cache, one run folder.
+
+:func:`fit` trains a config into a run folder (``<training.runs>/<name>``)::
+
+    config.yaml       the resolved config (every default written out)
+    run.json          seed, library versions, data sizes, the LSI model used
+    lsi.npz           the LSI model whose vectors were the targets
+    state.json        epochs done, the best validation figure and its epoch, whether finished
+    log.csv           one row per finished epoch: loss, statistics, validation P@k
+    checkpoints/
+      last.keras      model + optimizer after the last finished epoch (resume starts here)
+      best.keras      the model of the best validation epoch
+      epoch-NNN.weights.h5   the weights after every epoch
+    tensorboard/      scalars per epoch
+
+Everything of an epoch is written once it ends, checkpoint first and
+``state.json`` last (each atomically), so a run killed at any point resumes
+from the last finished epoch and loses only the running one. The seed sets the
+initialisers, the per-epoch order of the training tracks (a function of seed
+and epoch, so a resumed run sees the same batches) and the LSI.
 
 :func:`dry_run` builds everything for a config and runs one training step on a
-random batch of the configured size, to check the model, the loss and the
-memory before a long run (``msd-triplet fit --dry-run``).
+random batch of the configured size (``msd-triplet fit --dry-run``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
+import keras
 import numpy as np
 
 from msd_triplet import audio, losses
-from msd_triplet.config import Config
+from msd_triplet.config import Config, save_config
+from msd_triplet.errors import DataError, MsdTripletError
+from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
+
+#: Tag facets whose mean validation P@k decides the best epoch and early stopping.
+MONITOR = "val_precision"
 
 
 @dataclass
@@ -29,16 +59,68 @@ class DryRunReport:
     statistics: dict[str, float]
 
 
-def compile_model(config: Config, seed: int | None = None):
-    """The DPNN of ``config.model`` compiled with Adam, the LSI triplet loss and its statistics."""
-    import keras
+@dataclass
+class TrainingData:
+    """What a run trains and validates on.
+
+    ``rows[split]`` are feature-cache rows, ``positions[split]`` row positions
+    in ``prepared.tracks``, ``targets[split]`` packed LSI + album targets
+    (:func:`msd_triplet.losses.pack_targets`), all aligned.
+    """
+
+    prepared: object
+    cache: object
+    lsi: object
+    rows: dict[str, np.ndarray]
+    positions: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    epochs: int                       # epochs finished in the run (all sessions)
+    best_epoch: Optional[int]         # 1-based; None without validation
+    best_value: Optional[float]
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+
+def distribution_strategy(config: Config):
+    """The ``tf.distribute`` strategy named by ``training.distribution``.
+
+    ``default``: one device. ``mirrored``: every local GPU (or the devices
+    TensorFlow lists), one replica each. ``multi_worker``: several machines,
+    each told its role by the ``TF_CONFIG`` environment variable.
+    """
+    import tensorflow as tf
+
+    kind = config.training.distribution
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def compile_model(config: Config, seed: int | None = None, strategy=None):
+    """The DPNN of ``config.model`` compiled with Adam, the LSI triplet loss and its statistics.
+
+    Built under ``strategy`` (default: the current one); with several replicas
+    batch normalisation is synchronised and the loss gathers the global batch.
+    """
+    import tensorflow as tf
 
     from msd_triplet.model import build_dpnn
 
-    model = build_dpnn(config.model, audio.feature_shape(config.features), seed=config.seed if seed is None else seed)
-    loss = losses.LsiTripletLoss.from_config_dataclass(config.loss)
-    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate), loss=loss,
-                  metrics=losses.triplet_metrics(loss), jit_compile=config.training.jit_compile)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_dpnn(config.model, audio.feature_shape(config.features),
+                           seed=config.seed if seed is None else seed,
+                           synchronized_bn=strategy.num_replicas_in_sync > 1)
+        loss = losses.LsiTripletLoss.from_config_dataclass(config.loss)
+        model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate), loss=loss,
+                      metrics=losses.triplet_metrics(loss), jit_compile=config.training.jit_compile)
     return model
 
 
@@ -54,7 +136,6 @@ def random_batch(config: Config, k: int = 16, seed: int = 0) -> tuple[np.ndarray
 
 def dry_run(config: Config) -> DryRunReport:
     """Build the model and loss of ``config`` and time one training step on a random batch."""
-    import keras
 
     keras.utils.set_random_seed(config.seed)
     model = compile_model(config)
@@ -69,3 +150,251 @@ def dry_run(config: Config) -> DryRunReport:
     return DryRunReport(int(model.count_params()), trainable, tuple(model.input_shape[1:]),
                         int(model.output_shape[-1]), config.training.batch_size, compiled, step,
                         float(result["loss"]), {s: float(result[s]) for s in losses.STATISTICS if s in result})
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_training_data(config: Config, splits=("train", "validation", "test")) -> TrainingData:
+    """Prepared tracks, their cached features and LSI targets; DataError naming the command to run."""
+    from msd_triplet import lsi
+    from msd_triplet.featurecache import FeatureCache, cache_dir
+    from msd_triplet.tagsets import load_prepared
+
+    prepared = load_prepared(config)
+    directory = cache_dir(config)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no feature cache for these feature settings; run "
+                        "`msd-triplet prepare --config <your config>` (without --no-features) first")
+    cache = FeatureCache(directory)
+    model, vectors = lsi.fit_prepared(prepared, config.lsi, config.seed)
+    targets = losses.pack_targets(vectors, prepared.tracks["album_id"].to_numpy())
+    split = prepared.tracks["split"].to_numpy()
+    ids = prepared.tracks["track_id"].to_numpy()
+    positions = {s: np.flatnonzero(split == s) for s in splits}
+    rows = {s: cache.rows(ids[p]) if len(p) else np.zeros(0, np.int64) for s, p in positions.items()}
+    return TrainingData(prepared, cache, model, rows, positions, {s: targets[p] for s, p in positions.items()})
+
+
+def embed_rows(model, cache, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """float32 [len(rows), d]: the model's outputs for cache rows, in order."""
+    from msd_triplet.features import feature_dataset
+
+    dataset = feature_dataset(cache, rows, batch_size=batch_size)
+    return np.concatenate([np.asarray(model.predict_on_batch(x)) for x in dataset], axis=0)
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def run_directory(config: Config, run_dir: Optional[Path] = None) -> Path:
+    return Path(run_dir) if run_dir is not None else Path(config.training.runs) / config.name
+
+
+def _read_state(run: Path) -> Optional[dict]:
+    path = run / "state.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the run state ({exc})") from None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_resumable(run: Path, config: Config) -> None:
+    """The saved config must equal ``config`` apart from ``training.epochs``."""
+    from msd_triplet.config import load_config
+
+    saved, current = _flat(load_config(run / "config.yaml").to_dict()), _flat(config.to_dict())
+    differ = [k for k in current if k != "training.epochs" and saved.get(k) != current[k]]
+    if differ:
+        raise MsdTripletError(f"{run}: the run was made with another config ({', '.join(differ)} differ); "
+                              "resume with the same config, or start a new run under another name")
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Validation P@k, then checkpoint, log row and state of every finished epoch, in that order."""
+
+    def __init__(self, run: Path, state: dict, validate: Optional[Callable[[object], dict]], patience: int,
+                 say: Callable[[str], None]) -> None:
+        super().__init__()
+        self.run, self.state, self.validate, self.patience, self.say = run, state, validate, patience, say
+
+    def _save(self, path: Path, weights_only: bool = False) -> None:
+        suffix = ".weights.h5" if weights_only else ".keras"
+        with atomic_path(path, suffix) as tmp:
+            (self.model.save_weights if weights_only else self.model.save)(tmp)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if self.validate is not None:
+            logs.update(self.validate(self.model))
+        number, folder = epoch + 1, self.run / "checkpoints"
+        self._save(folder / f"epoch-{number:03d}.weights.h5", weights_only=True)
+        improved = MONITOR in logs and (self.state.get("best_value") is None
+                                        or logs[MONITOR] > self.state["best_value"])
+        if improved:
+            self.state.update(best_value=logs[MONITOR], best_epoch=number)
+            self._save(folder / "best.keras")
+        self._save(folder / "last.keras")
+        _write_log(self.run, _read_log(self.run)[: number - 1] + [{"epoch": number, **logs}])
+        self.state.update(epoch=number, finished=False)
+        best_epoch = self.state.get("best_epoch")
+        if best_epoch is not None and self.patience and number - best_epoch >= self.patience:
+            self.model.stop_training = True
+            self.state.update(finished=True, stopped_early=True)
+        atomic_write_json(self.run / "state.json", self.state)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", MONITOR))
+        self.say(f"epoch {number}: {shown}{' (best)' if improved else ''}")
+
+
+def _read_log(run: Path) -> list[dict]:
+    path = run / "log.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(handle)]
+
+
+def _write_log(run: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run / "log.csv", out.getvalue())
+
+
+def _validation(config: Config, data: TrainingData) -> Optional[Callable[[object], dict]]:
+    """A function model → {val_precision, val_p@k_<facet>…}, or None when the split is too small."""
+    from msd_triplet import evaluation
+
+    rows = data.rows.get("validation")
+    if rows is None or len(rows) < 3:
+        return None
+    k = min(config.evaluation.k, len(rows) - 1)
+    facets = evaluation.facets_from_prepared(data.prepared, data.positions["validation"],
+                                             match=config.evaluation.facet_match)
+
+    def validate(model) -> dict:
+        results = evaluation.evaluate_embeddings(embed_rows(model, data.cache, rows), facets, k=k,
+                                                 chunk_size=config.evaluation.chunk_size)
+        logs = {f"val_p@{k}_{facet}": r["precision"] for facet, r in results.items()}
+        tags = [r["precision"] for facet, r in results.items() if facet not in ("artist", "album")]
+        logs[MONITOR] = float(np.mean(tags)) if tags else float(np.mean(list(logs.values())))
+        return logs
+
+    return validate
+
+
+def _versions() -> dict:
+    import tensorflow as tf
+
+    from msd_triplet import __version__
+
+    return {"msd_triplet": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None, verbose: int = 1,
+        say: Callable[[str], None] = print, data: Optional[TrainingData] = None,
+        callbacks: Sequence = ()) -> FitResult:
+    """Train ``config`` into its run folder; with ``resume`` continue after the last finished epoch.
+
+    ``data`` reuses already loaded :class:`TrainingData`; ``callbacks`` are
+    extra Keras callbacks, run after the run's own checkpointing.
+
+    Raises MsdTripletError when the run folder already holds a run and
+    ``resume`` is not given, or when it was made with another config.
+    """
+    import tensorflow as tf
+
+    from msd_triplet.features import feature_dataset, steps_per_epoch
+
+    run = run_directory(config, run_dir)
+    state = _read_state(run)
+    if state is not None and not resume:
+        raise MsdTripletError(f"{run}: holds a run ({state.get('epoch', 0)} epochs done); continue it with "
+                              "--resume, or give the experiment another name")
+    if state is not None:
+        _check_resumable(run, config)
+        if state.get("finished") and state.get("stopped_early"):
+            say(f"{run}: stopped early at epoch {state['epoch']}; nothing to resume")
+            return FitResult(run, state["epoch"], state.get("best_epoch"), state.get("best_value"), True,
+                             _read_log(run))
+    state = state or {"epoch": 0}
+    initial_epoch = int(state["epoch"])
+    if initial_epoch >= config.training.epochs:
+        say(f"{run}: all {config.training.epochs} epochs are done")
+        return FitResult(run, initial_epoch, state.get("best_epoch"), state.get("best_value"), False, _read_log(run))
+
+    data = data or load_training_data(config)
+    n_train, batch = len(data.rows["train"]), config.training.batch_size
+    if n_train < batch:
+        raise DataError(f"the training split has {n_train} tracks, fewer than training.batch_size {batch}; "
+                        "lower the batch size or add data")
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(config, run / "config.yaml")
+    data.lsi.save(run / "lsi.npz")
+    atomic_write_json(run / "run.json", {
+        "seed": config.seed, "versions": _versions(),
+        "tracks": {s: int(len(r)) for s, r in data.rows.items()},
+        "lsi": {"sets": list(data.lsi.sets), "k": int(data.lsi.k), "weighting": data.lsi.weighting,
+                "path": "lsi.npz"},
+        "feature_cache": str(data.cache.directory),
+    })
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribution_strategy(config)
+    last = run / "checkpoints" / "last.keras"
+    if initial_epoch and last.is_file():
+        with strategy.scope():
+            model = keras.models.load_model(last)
+        say(f"{run}: resuming after epoch {initial_epoch}")
+    else:
+        initial_epoch, state = 0, {"epoch": 0}
+        model = compile_model(config, strategy=strategy)
+
+    steps = steps_per_epoch(n_train, batch, drop_remainder=True)
+    train = feature_dataset(data.cache, data.rows["train"], data.targets["train"], batch_size=batch,
+                            seed=config.seed, epochs=config.training.epochs - initial_epoch,
+                            first_epoch=initial_epoch, drop_remainder=True)
+    callbacks = [RunCheckpoint(run, state, _validation(config, data), config.training.early_stopping_patience, say),
+                 keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, update_freq="epoch"),
+                 *callbacks]
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    model.fit(train.with_options(options), epochs=config.training.epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    state = _read_state(run) or state
+    if not state.get("finished") and state.get("epoch", 0) >= config.training.epochs:
+        state["finished"] = True
+        atomic_write_json(run / "state.json", state)
+    return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"),
+                     bool(state.get("stopped_early", False)), _read_log(run))
+
+
+def load_run_model(run: Path, which: str = "best"):
+    """The ``best`` (or ``last``) model of a run folder; falls back to ``last`` without validation."""
+
+    folder = Path(run) / "checkpoints"
+    path = folder / f"{which}.keras"
+    if not path.is_file() and which == "best":
+        path = folder / "last.keras"
+    if not path.is_file():
+        raise DataError(f"{run}: no checkpoint ({path.name}); train it with `msd-triplet fit` first")
+    return keras.models.load_model(path)

@@ -133,10 +133,10 @@ def test_fit_dry_run_prints_parameters_and_step(runner, tmp_path):
     assert "batch 6:" in result.output and "valid_anchors" in result.output
 
 
-def test_fit_without_dry_run_is_a_clear_error(runner, tmp_path):
+def test_fit_without_prepared_data_names_the_command(runner, tmp_path):
     cfg = tmp_path / "x.yaml"
-    cfg.write_text("name: x\n")
+    cfg.write_text(f"data:\n  root: {tmp_path}\n")
     result = runner.invoke(main, ["fit", "--config", str(cfg)])
     assert result.exit_code == 1
     _no_traceback(result)
-    assert "--dry-run" in result.output
+    assert "msd-triplet prepare" in result.output

@@ -1,0 +1,164 @@
+"""Training runs: the run folder, determinism, resume after a kill, refusals with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import make_tiny_dataset, music_like
+from msd_triplet.config import load_config
+from msd_triplet.errors import DataError, MsdTripletError
+
+TINY = """\
+seed: {seed}
+data:
+  root: {root}
+  audio: audio/{{track_id}}.wav
+  split_proportions: [0.6, 0.2, 0.2]
+lsi:
+  k: 6
+model:
+  widths: [2, 2, 4, 4]
+  embedding_dim: 8
+training:
+  batch_size: 8
+  epochs: {epochs}
+  early_stopping_patience: 0
+  runs: {runs}
+evaluation:
+  k: 3
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared_root(tmp_path_factory) -> Path:
+    """The tiny tag data set with 10 s of audio per track, prepared with features extracted."""
+    from msd_triplet.tagsets import prepare_dataset
+
+    root = tmp_path_factory.mktemp("training")
+    dataset = make_tiny_dataset(root)
+    for i, track in enumerate(dataset.expected_kept):
+        sf.write(root / "audio" / f"{track}.wav", music_like(10.0, 22050, seed=i), 22050)
+    config = load_config(_write_config(root, root / "runs"))
+    prepare_dataset(config, workers=1)
+    return root
+
+
+def _write_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml") -> Path:
+    path = root / name
+    path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs))
+    return path
+
+
+def _config(root: Path, runs: Path, **kwargs):
+    return load_config(_write_config(root, runs, **kwargs))
+
+
+def _weights(run: Path, epoch: int) -> list[np.ndarray]:
+    import h5py
+
+    arrays = []
+    with h5py.File(run / "checkpoints" / f"epoch-{epoch:03d}.weights.h5", "r") as handle:
+        handle.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_fit_writes_a_complete_run_folder(prepared_root, tmp_path):
+    from msd_triplet.training import fit, load_run_model
+
+    config = _config(prepared_root, tmp_path, epochs=2)
+    result = fit(config, verbose=0, say=lambda _: None)
+    run = tmp_path / config.name
+    assert result.run_dir == run and result.epochs == 2 and not result.stopped_early
+    for name in ("config.yaml", "run.json", "lsi.npz", "state.json", "log.csv", "checkpoints/last.keras",
+                 "checkpoints/best.keras", "checkpoints/epoch-001.weights.h5", "checkpoints/epoch-002.weights.h5"):
+        assert (run / name).is_file(), name
+    assert (run / "tensorboard").is_dir()
+    assert load_config(run / "config.yaml") == config
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    row = result.history[-1]
+    for key in ("loss", "valid_anchors", "active_triplets", "positive_distance", "val_precision", "val_p@3_genre"):
+        assert key in row and np.isfinite(row[key]), key
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 2 and state["finished"] and state["best_epoch"] in (1, 2)
+    assert json.loads((run / "run.json").read_text())["lsi"]["k"] == 6
+    model = load_run_model(run)
+    assert model.output_shape == (None, 8)
+
+    with pytest.raises(MsdTripletError, match="--resume"):
+        fit(config, verbose=0, say=lambda _: None)
+    said = []
+    assert fit(config, resume=True, verbose=0, say=said.append).epochs == 2 and "all 2 epochs are done" in said[0]
+    other = dataclasses.replace(config, loss=dataclasses.replace(config.loss, margin=0.5))
+    with pytest.raises(MsdTripletError, match="loss.margin"):
+        fit(other, resume=True, verbose=0, say=lambda _: None)
+
+
+def test_same_seed_gives_bitwise_identical_weights(prepared_root, tmp_path):
+    from msd_triplet.training import fit
+
+    runs = [fit(_config(prepared_root, tmp_path / name, seed=seed, epochs=1), verbose=0, say=lambda _: None)
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    a, b, c = (_weights(r.run_dir, 1) for r in runs)
+    assert len(a) > 10 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import keras
+    from msd_triplet.config import load_config
+    from msd_triplet.training import fit
+
+    class KillInEpochThree(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    fit(load_config(sys.argv[1]), verbose=0, callbacks=[KillInEpochThree()])
+""")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_loses_only_the_running_epoch(prepared_root, tmp_path):
+    from msd_triplet.training import fit
+
+    config_path = _write_config(prepared_root, tmp_path / "killed", epochs=4, name="killed.yaml")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(config_path)], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).parent)
+    assert done.returncode == -9, done.stderr[-2000:]
+    config = load_config(config_path)
+    run = tmp_path / "killed" / config.name
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+
+    result = fit(config, resume=True, verbose=0, say=lambda _: None)
+    assert result.epochs == 4 and [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert all((run / "checkpoints" / f"epoch-{e:03d}.weights.h5").is_file() for e in range(1, 5))
+    # the same batches and optimizer state: a run never killed ends with the same weights
+    straight = fit(_config(prepared_root, tmp_path / "straight", epochs=4), verbose=0, say=lambda _: None)
+    assert all(np.allclose(x, y, rtol=0, atol=1e-6) for x, y in zip(_weights(run, 4), _weights(straight.run_dir, 4)))
+
+
+def test_missing_features_and_small_split_are_clear_errors(prepared_root, tmp_path):
+    from msd_triplet.training import fit
+
+    config = _config(prepared_root, tmp_path, epochs=1)
+    features = dataclasses.replace(config.features, n_mels=40)
+    with pytest.raises(DataError, match="no feature cache.*msd-triplet prepare"):
+        fit(dataclasses.replace(config, features=features), verbose=0, say=lambda _: None)
+    big = dataclasses.replace(config, training=dataclasses.replace(config.training, batch_size=500))
+    with pytest.raises(DataError, match="fewer than training.batch_size 500"):
+        fit(big, verbose=0, say=lambda _: None)
