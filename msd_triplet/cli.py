@@ -196,5 +196,50 @@ def fit_cmd(config_path: Path, resume: bool, run_dir: Optional[Path], dry_run: b
     click.echo(f"wrote {result.run_dir}")
 
 
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default=None,
+              help="Split to embed and search [default: evaluation.split of the run's config].")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--match", type=click.Choice(["identical", "overlap"]), default=None,
+              help="Tag-facet relevance [default: evaluation.facet_match of the run's config].")
+@click.option("--no-untrained", is_flag=True, help="Skip the untrained-model baseline column.")
+def evaluate_cmd(run_dir: Path, split, checkpoint, match, no_untrained: bool) -> None:
+    """Precision@k per facet (genre, style, mood, theme, artist, album) of a run, with chance levels."""
+    from msd_triplet import runs
+
+    report = runs.evaluate_run(run_dir, split=split, checkpoint=checkpoint, match=match,
+                               untrained=not no_untrained, say=click.echo)
+    click.echo(f"P@{report.k} on the {report.split} split ({report.tracks:,} tracks, {report.match} tag sets, "
+               f"{report.checkpoint} checkpoint)")
+    click.echo(report.table)
+    click.echo(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'metrics.md'}")
+
+
+@main.command("demo")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("experiments/demo.yaml"), show_default=True, help="The demo experiment.")
+@click.option("--tracks", type=click.IntRange(min=60), default=None,
+              help="Tracks of a newly written data set [default: 1500].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes/threads for audio work.")
+def demo_cmd(config_path: Path, tracks, workers) -> None:
+    """The whole pipeline on the synthetic data set: make data, prepare, fit, evaluate; one table."""
+    from msd_triplet.config import load_config
+    from msd_triplet.demo import run_demo
+
+    config = load_config(config_path)
+    audio_bar, audio_progress = _progress_bar("rendering audio", unit="file")
+    feature_bar, feature_progress = _progress_bar("extracting features")
+    with audio_bar, feature_bar:
+        report = run_demo(config, tracks=tracks, workers=workers, say=click.echo, audio_progress=audio_progress,
+                          extraction_progress=feature_progress, verbose=2)
+    evaluation = report.evaluation
+    click.echo(f"\nP@{evaluation.k} on the {evaluation.split} split ({evaluation.tracks} tracks): trained, untrained, chance")
+    click.echo(evaluation.table)
+    click.echo("time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items())
+               + f"; total {sum(report.seconds.values()):.0f} s")
+    click.echo(f"wrote {report.run_dir}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

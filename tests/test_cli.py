@@ -140,3 +140,37 @@ def test_fit_without_prepared_data_names_the_command(runner, tmp_path):
     assert result.exit_code == 1
     _no_traceback(result)
     assert "msd-triplet prepare" in result.output
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_resumes(runner, tmp_path):
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(f"""\
+seed: 3
+data:
+  root: {tmp_path / 'demo'}
+  split_proportions: [0.6, 0.2, 0.2]
+lsi:
+  k: 8
+model:
+  widths: [2, 2, 4, 4]
+  embedding_dim: 8
+loss:
+  mining: batch_all
+training:
+  batch_size: 16
+  epochs: 2
+  runs: {tmp_path / 'runs'}
+evaluation:
+  k: 5
+""")
+    result = runner.invoke(main, ["demo", "--config", str(cfg), "--tracks", "120", "--workers", "2"])
+    _no_traceback(result)
+    assert result.exit_code == 0, result.output
+    for stage in ("[1/4] writing", "[2/4] prepare", "[3/4] fit", "[4/4] evaluate", "| genre |", "untrained"):
+        assert stage in result.output, stage
+    run = tmp_path / "runs" / "experiment"
+    assert (run / "metrics.json").is_file() and (run / "checkpoints" / "epoch-002.weights.h5").is_file()
+    again = runner.invoke(main, ["demo", "--config", str(cfg)])
+    assert again.exit_code == 0, again.output
+    assert "[1/4] data set found" in again.output and "all 2 epochs are done" in again.output

@@ -162,3 +162,23 @@ def test_missing_features_and_small_split_are_clear_errors(prepared_root, tmp_pa
     big = dataclasses.replace(config, training=dataclasses.replace(config.training, batch_size=500))
     with pytest.raises(DataError, match="fewer than training.batch_size 500"):
         fit(big, verbose=0, say=lambda _: None)
+
+
+def test_evaluate_run_writes_metrics_beside_an_untrained_model(prepared_root, tmp_path):
+    from msd_triplet import evaluation, runs
+    from msd_triplet.training import fit, load_run_model
+
+    config = _config(prepared_root, tmp_path, epochs=1)
+    run = fit(config, verbose=0, say=lambda _: None).run_dir
+    report = runs.evaluate_run(run, say=lambda _: None)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["split"] == "test" and saved["k"] == 3 and set(saved["facets"]) == {
+        "genre", "style", "mood", "theme", "artist", "album"}
+    assert saved["untrained"]["genre"]["chance"] == saved["facets"]["genre"]["chance"]
+    assert "| genre |" in (run / "metrics.md").read_text()
+    # the figures are those of the model's own embeddings of the test tracks
+    embeddings, positions, prepared = runs.split_embeddings(load_run_model(run), config, "test")
+    expected = evaluation.evaluate_embeddings(embeddings, evaluation.facets_from_prepared(prepared, positions), k=3)
+    assert report.results == expected and report.tracks == len(positions)
+    with pytest.raises(DataError, match="not a run folder"):
+        runs.evaluate_run(tmp_path / "nothing", say=lambda _: None)
