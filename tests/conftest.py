@@ -198,3 +198,52 @@ def librosa():
     import librosa as _librosa
 
     return _librosa
+
+
+# --------------------------------------------------------------------------- prepared data for training
+
+TINY = """\
+seed: {seed}
+data:
+  root: {root}
+  audio: audio/{{track_id}}.wav
+  split_proportions: [0.6, 0.2, 0.2]
+lsi:
+  k: 6
+model:
+  widths: [2, 2, 4, 4]
+  embedding_dim: 8
+training:
+  batch_size: 8
+  epochs: {epochs}
+  early_stopping_patience: 0
+  runs: {runs}
+evaluation:
+  k: 3
+"""
+
+
+@pytest.fixture(scope="session")
+def prepared_root(tmp_path_factory) -> Path:
+    """The tiny tag data set with 10 s of audio per track, prepared with features extracted.
+
+    Train on it with a config from :func:`write_run_config` (tiny model, batch 8).
+    """
+    import soundfile as sf
+
+    from msd_triplet.config import load_config
+    from msd_triplet.tagsets import prepare_dataset
+
+    root = tmp_path_factory.mktemp("prepared")
+    dataset = make_tiny_dataset(root)
+    for i, track in enumerate(dataset.expected_kept):
+        sf.write(root / "audio" / f"{track}.wav", music_like(10.0, 22050, seed=i), 22050)
+    config = load_config(write_run_config(root, root / "runs"))
+    prepare_dataset(config, workers=1)
+    return root
+
+
+def write_run_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml") -> Path:
+    path = root / name
+    path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs))
+    return path

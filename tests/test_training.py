@@ -12,55 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from conftest import make_tiny_dataset, music_like
+from conftest import write_run_config
 from msd_triplet.config import load_config
 from msd_triplet.errors import DataError, MsdTripletError
 
-TINY = """\
-seed: {seed}
-data:
-  root: {root}
-  audio: audio/{{track_id}}.wav
-  split_proportions: [0.6, 0.2, 0.2]
-lsi:
-  k: 6
-model:
-  widths: [2, 2, 4, 4]
-  embedding_dim: 8
-training:
-  batch_size: 8
-  epochs: {epochs}
-  early_stopping_patience: 0
-  runs: {runs}
-evaluation:
-  k: 3
-"""
-
-
-@pytest.fixture(scope="module")
-def prepared_root(tmp_path_factory) -> Path:
-    """The tiny tag data set with 10 s of audio per track, prepared with features extracted."""
-    from msd_triplet.tagsets import prepare_dataset
-
-    root = tmp_path_factory.mktemp("training")
-    dataset = make_tiny_dataset(root)
-    for i, track in enumerate(dataset.expected_kept):
-        sf.write(root / "audio" / f"{track}.wav", music_like(10.0, 22050, seed=i), 22050)
-    config = load_config(_write_config(root, root / "runs"))
-    prepare_dataset(config, workers=1)
-    return root
-
-
-def _write_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml") -> Path:
-    path = root / name
-    path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs))
-    return path
-
 
 def _config(root: Path, runs: Path, **kwargs):
-    return load_config(_write_config(root, runs, **kwargs))
+    return load_config(write_run_config(root, runs, **kwargs))
 
 
 def _weights(run: Path, epoch: int) -> list[np.ndarray]:
@@ -135,7 +94,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 def test_resume_after_kill_loses_only_the_running_epoch(prepared_root, tmp_path):
     from msd_triplet.training import fit
 
-    config_path = _write_config(prepared_root, tmp_path / "killed", epochs=4, name="killed.yaml")
+    config_path = write_run_config(prepared_root, tmp_path / "killed", epochs=4, name="killed.yaml")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(config_path)], env=env, capture_output=True,
                           text=True, cwd=Path(__file__).parent)
