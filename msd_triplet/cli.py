@@ -241,5 +241,44 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
     click.echo(f"wrote {report.run_dir}")
 
 
+@main.command("embed")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "source", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A run folder, an exported SavedModel folder or a .keras file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="embeddings.npy (+ .tracks.csv beside it) or embeddings.csv.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: usable CPUs].")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which checkpoint of a run folder.")
+def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoint: str) -> None:
+    """Embed audio files and folders (mp3, wav, flac, ogg, aiff) with a trained model."""
+    from msd_triplet.embed import embed_files
+
+    bar, progress = _progress_bar("embedding", unit="file")
+    with bar:
+        report = embed_files(paths, source, out, batch_size=batch_size, workers=workers, checkpoint=checkpoint,
+                             progress=progress)
+    click.echo(f"embedded {report.embedded:,} files, skipped {report.skipped:,} (reasons in "
+               f"{report.skipped_manifest}) in {report.seconds:.1f} s")
+    click.echo(f"wrote {report.out}" + (f" and {report.tracks}" if report.tracks != report.out else ""))
+
+
+@main.command("similar")
+@click.argument("query")
+@click.option("--index", "run_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A run folder: its model embeds the query and the tracks searched.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Tracks to list.")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
+              show_default=True, help="Tracks to search among.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def similar_cmd(query: str, run_dir: Path, n: int, split: str, checkpoint: str) -> None:
+    """The tracks most similar to QUERY (a track id of the prepared data, or an audio file)."""
+    from msd_triplet.embed import similar
+
+    table = similar(query, run_dir, n=n, split=split, checkpoint=checkpoint)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=40))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,79 @@
+"""embed and similar: any audio through a trained model, broken files skipped and listed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import BAD_AUDIO, write_run_config
+from msd_triplet.config import load_config
+from msd_triplet.errors import DataError, MsdTripletError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(prepared_root, tmp_path_factory):
+    from msd_triplet.training import fit
+
+    config = load_config(write_run_config(prepared_root, tmp_path_factory.mktemp("embed-runs"), epochs=1))
+    return fit(config, verbose=0, say=lambda _: None).run_dir
+
+
+def test_embed_skips_broken_files_and_embeds_the_rest(tiny_run, audio_files, tmp_path):
+    from msd_triplet import audio
+    from msd_triplet.embed import embed_files
+    from msd_triplet.training import load_run_model
+
+    paths = [audio_files.good["wav_22k_mono"], audio_files.good["mp3_44k_stereo"], *audio_files.bad.values()]
+    report = embed_files(paths, tiny_run, tmp_path / "e.npy", batch_size=3, workers=2)
+    assert (report.embedded, report.skipped) == (2, len(BAD_AUDIO))
+    vectors = np.load(tmp_path / "e.npy")
+    tracks = pd.read_csv(tmp_path / "e.tracks.csv")
+    assert vectors.shape == (2, 8) and list(tracks["path"]) == [str(p) for p in paths[:2]]
+    skipped = pd.read_csv(report.skipped_manifest)
+    assert sorted(skipped["kind"]) == sorted(BAD_AUDIO.values())
+    assert all(str(audio_files.bad[name]) in set(skipped["path"]) for name in BAD_AUDIO)
+    # the same as decoding and transforming by hand, then the model
+    config = load_config(tiny_run / "config.yaml")
+    waves = np.stack([audio.read_segment(p, audio.SegmentSpec.from_config(config.features)) for p in paths[:2]])
+    features = audio.log_mel(waves, **audio.log_mel_kwargs(config.features)).numpy()[..., None]
+    expected = load_run_model(tiny_run).predict_on_batch(features)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+    csv_report = embed_files([audio_files.good["wav_22k_mono"].parent], tiny_run, tmp_path / "e.csv")
+    frame = pd.read_csv(tmp_path / "e.csv")
+    assert csv_report.embedded == len(frame) >= len(audio_files.good) and list(frame.columns[:2]) == ["path", "e0"]
+
+
+def test_embed_refuses_bad_sources_and_outputs(tiny_run, audio_files, tmp_path):
+    from msd_triplet.embed import embed_files
+
+    with pytest.raises(MsdTripletError, match="not a model"):
+        embed_files([audio_files.good["wav_22k_mono"]], tmp_path, tmp_path / "e.npy")
+    with pytest.raises(MsdTripletError, match="must end in .npy or .csv"):
+        embed_files([tmp_path], tiny_run, tmp_path / "e.txt")
+    with pytest.raises(DataError, match="no audio files"):
+        embed_files([tmp_path], tiny_run, tmp_path / "e.npy")
+
+
+def test_similar_ranks_by_embedding_distance(tiny_run, prepared_root):
+    from msd_triplet.embed import similar
+    from msd_triplet.runs import run_config, split_embeddings
+    from msd_triplet.training import load_run_model
+
+    config = run_config(tiny_run)
+    embeddings, positions, prepared = split_embeddings(load_run_model(tiny_run), config, "test")
+    ids = prepared.tracks["track_id"].to_numpy()[positions]
+    table = similar(ids[0], tiny_run, n=3)
+    distances = np.sum((embeddings - embeddings[0]) ** 2, axis=1)
+    distances[0] = np.inf
+    assert list(table["track_id"]) == list(ids[np.argsort(distances, kind="stable")[:3]])
+    np.testing.assert_allclose(table["distance"], np.sort(distances)[:3], rtol=1e-5)
+    assert set(table.columns) >= {"rank", "artist_id", "album_id", "genres"}
+    # the second call reads the cached index and agrees
+    assert similar(ids[0], tiny_run, n=3).equals(table)
+    # an audio file as the query: its own track comes first
+    audio_path = config.data.path(prepared.tracks["audio_path"].to_numpy()[positions][1])
+    assert similar(str(audio_path), tiny_run, n=1)["track_id"].iloc[0] == ids[1]
+    with pytest.raises(DataError, match="neither a track id"):
+        similar("TRNOSUCH", tiny_run)
