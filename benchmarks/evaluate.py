@@ -43,16 +43,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
+
+from _common import _reset_peak, _status, cpu_model, in_child, machine_cpu_seconds, markdown_table, own_cpu_seconds
 
 DIMS = 256
 K = 100
@@ -83,23 +83,6 @@ def embeddings(n: int, seed: int = 0, block: int = 16_384) -> tuple[np.ndarray, 
 
 # --------------------------------------------------------------------------- child processes
 
-def _status(keys: tuple[str, ...]) -> dict[str, float]:
-    """Fields of /proc/self/status in MiB."""
-    with open("/proc/self/status") as f:
-        pairs = (line.partition(":")[::2] for line in f)
-        return {k: int(v.split()[0]) / 1024 for k, v in pairs if k in keys}
-
-
-def _reset_peak() -> bool:
-    """Reset this process's peak RSS mark (VmHWM) to its current RSS; False where Linux refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def search_job(job: dict) -> dict:
     """Child: build the embeddings, run one contender; its time, memory and (saved) neighbours."""
     import sklearn.neighbors  # noqa: F401 - imported by both, so both baselines hold it
@@ -122,32 +105,6 @@ def search_job(job: dict) -> dict:
     np.save(job["out"], neighbours)
     return {"seconds": seconds, "baseline": before["VmRSS"] if reset else before["VmHWM"], "peak": peak,
             "reset": reset}
-
-
-def _child(target: str, job: dict, conn) -> None:
-    try:
-        conn.send(globals()[target](job))
-    except BaseException:  # noqa: BLE001 - reported by the parent
-        conn.send({"error": traceback.format_exc()})
-    finally:
-        conn.close()
-
-
-def in_child(target: str, job: dict) -> dict:
-    """Run ``target(job)`` in a fresh spawned process and return its result."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(target, job, send), daemon=True)
-    process.start()
-    send.close()
-    try:
-        result = receive.recv()
-    finally:
-        process.join()
-        receive.close()
-    if "error" in result:
-        raise RuntimeError(f"{target} {job.get('method', '')} failed in the child process:\n{result['error']}")
-    return result
 
 
 # --------------------------------------------------------------------------- agreement
@@ -180,42 +137,6 @@ def versions() -> dict[str, str]:
             "scikit-learn": sklearn.__version__, "BLAS": " + ".join(blas) or "unknown"}
 
 
-def machine_cpu_seconds() -> float:
-    """CPU time all processes have spent so far (busy columns of /proc/stat); 0 where unavailable."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU time of this process and its waited-for children so far."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:,.1f}" if isinstance(v, float) else (f"{v:,}" if isinstance(v, int) else str(v))
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- main
 
 def _usable_cpus() -> int:
@@ -228,7 +149,7 @@ def measure(n: int, seed: int, scratch: Path) -> dict:
     for method in ("ours", "sklearn"):
         job = {"method": method, "n": n, "k": K, "seed": seed, "out": str(scratch / f"{method}-{n}.npy")}
         busy, own = machine_cpu_seconds(), own_cpu_seconds()
-        result = in_child("search_job", job)
+        result = in_child(search_job, job)
         result["others_cpu"] = max(0.0, (machine_cpu_seconds() - busy) - (own_cpu_seconds() - own))
         out[method] = result
     from msd_triplet.evaluation import Facet, precision_at_k
@@ -274,12 +195,13 @@ def main(argv=None) -> int:
                       f"> {DISTANCE_TOLERANCE:g}: the results are not the same neighbours", file=sys.stderr)
     print("\n## Exact top-100 search: wall time (s) and memory (MiB)\n")
     print(markdown_table(["tracks", "method", "time s", "RSS before search", "peak RSS", "search peak",
-                          "other processes' CPU s"], rows))
+                          "other processes' CPU s"], rows, group_ints=True))
     if not all(r["reset"] for r in (ours, theirs)):
         print("\nnote: /proc/self/clear_refs refused; baselines are VmHWM after the data build")
     print("\n## Agreement\n")
     print(markdown_table(["tracks", "rows identical", "rows differing", "of those: same neighbour set",
-                          "max distance difference (float64)", "album P@100 ours", "album P@100 sklearn"], checks))
+                          "max distance difference (float64)", "album P@100 ours", "album P@100 sklearn"], checks,
+                         group_ints=True))
     print(f"\nrows may differ only where neighbours are tied to float32 rounding (tolerance {DISTANCE_TOLERANCE:g});"
           f" other processes' CPU s: CPU time others used during the run (ideally ~0)")
     print(f"\ntotal runtime {time.perf_counter() - total_start:.0f} s")

@@ -57,7 +57,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +64,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from _common import cpu_model, machine_cpu_seconds, markdown_table, own_cpu_seconds, run_json
 
 SOURCE_RATE = 44_100
 CLIP_SECONDS = 30.0
@@ -327,13 +328,9 @@ def peak_memory(paths: list[Path], copies: int, workers: int, scratch: Path) -> 
     """Run :data:`MEMORY_PROBE` in a child process over ``copies`` x ``paths``; its JSON result."""
     job = json.dumps({"paths": [str(p) for p in paths], "copies": copies, "workers": workers,
                       "scratch": str(scratch)})
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE], input=job, capture_output=True, text=True,
-                          env=env, cwd=scratch)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory probe failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return run_json([sys.executable, "-c", MEMORY_PROBE], "memory probe", input=job, cwd=scratch,
+                    env={"PYTHONPATH": path})
 
 
 # --------------------------------------------------------------------------- cache read speed
@@ -441,43 +438,6 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
             "librosa": librosa.__version__, "soundfile": sf.__version__,
             "libsndfile": sf.__libsndfile_version__, "soxr": soxr.__version__}
-
-
-def machine_cpu_seconds() -> float:
-    """CPU time all processes have spent so far (busy columns of /proc/stat); 0 where unavailable."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU time of this process and its waited-for children so far."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:,.1f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main

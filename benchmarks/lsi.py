@@ -74,14 +74,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import platform
 import sys
 import time
-import traceback
 
 import numpy as np
+
+from _common import _reset_peak, _status, cpu_model, in_child, machine_cpu_seconds, markdown_table, own_cpu_seconds
 
 SIZES = ((504_502, 1_412), (143_587, 1_305))
 QUICK_SIZES = ((20_000, 1_000),)
@@ -153,13 +153,6 @@ def sample_rows(n_tracks: int, n: int, seed: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- child processes
 
-def _status(keys: tuple[str, ...]) -> dict[str, float]:
-    """Fields of /proc/self/status in MiB."""
-    with open("/proc/self/status") as f:
-        pairs = (line.partition(":")[::2] for line in f)
-        return {k: int(v.split()[0]) / 1024 for k, v in pairs if k in keys}
-
-
 def _release_free_memory() -> None:
     """Return memory freed by the matrix build to the OS (glibc ``malloc_trim``), so no fit reuses it unseen."""
     try:
@@ -168,16 +161,6 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _reset_peak() -> bool:
-    """Reset this process's peak RSS mark (VmHWM) to its current RSS; False where Linux refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _import_all() -> None:
@@ -241,35 +224,6 @@ def grid_job(job: dict) -> dict:
     return {"one_fit": one_fit, "separate": separate, "max_component_diff": worst}
 
 
-def _child(target: str, job: dict, conn) -> None:
-    try:
-        conn.send(globals()[target](job))
-    except BaseException:  # noqa: BLE001 - reported by the parent
-        conn.send({"error": traceback.format_exc()})
-    finally:
-        conn.close()
-
-
-def in_child(target: str, job: dict, timeout: float) -> dict | None:
-    """Run ``target(job)`` in a fresh spawned process; its result, or None after ``timeout`` seconds."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(target, job, send), daemon=True)
-    process.start()
-    send.close()
-    try:
-        if not receive.poll(timeout):
-            process.kill()
-            return None
-        result = receive.recv()
-    finally:
-        process.join()
-        receive.close()
-    if "error" in result:
-        raise RuntimeError(f"{target} {job.get('method', '')} failed in the child process:\n{result['error']}")
-    return result
-
-
 # --------------------------------------------------------------------------- accuracy
 
 def cosine_error(vectors: np.ndarray, reference: np.ndarray, quantile: float = 1.0) -> float:
@@ -302,43 +256,6 @@ def versions() -> dict[str, str]:
                  if i["user_api"] == "blas"), "unknown")
     return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__, "numpy BLAS": blas}
-
-
-def machine_cpu_seconds() -> float:
-    """CPU time all processes have spent so far (busy columns of /proc/stat); 0 where unavailable."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU time of this process and its waited-for children so far."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:,.1f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def size_name(size: tuple[int, int]) -> str:
@@ -452,7 +369,7 @@ def run(args) -> None:
                        "sample": args.sample, "tags_per_track": args.tags_per_track}
                 print(f"  fitting {method:<10} k={k:<4} on {size_name(size)} ...", end="", flush=True)
                 busy, own, started = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-                result = in_child("fit_job", job, args.timeout)
+                result = in_child(fit_job, job, args.timeout)
                 wall = time.perf_counter() - started
                 others = max((machine_cpu_seconds() - busy) - (own_cpu_seconds() - own), 0.0)
                 foreign += others
@@ -548,7 +465,7 @@ def k_grid(args, svds_times) -> None:
     print(f"\n## k grid on {size_name(size)}: k = {grid[0]}, {grid[0] + GRID_STEP}, ..., {grid[-1]} "
           f"({len(grid)} points)\n")
     busy, own, started = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-    result = in_child("grid_job", job, args.timeout)
+    result = in_child(grid_job, job, args.timeout)
     others = max((machine_cpu_seconds() - busy) - (own_cpu_seconds() - own), 0.0)
     print(f"(other processes used {others:.1f} CPU s of the {time.perf_counter() - started:.1f} s of this part)\n")
     if result is None:

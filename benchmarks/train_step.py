@@ -39,21 +39,14 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import _vm_hwm_mib, run_json
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": REPO / "experiments" / "paper.yaml", "demo": REPO / "experiments" / "demo.yaml"}
-
-
-def _vm_hwm_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -122,11 +115,7 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
 def _child(model_name: str, batch: int, xla: bool, steps: int, k: int) -> dict:
     command = [sys.executable, __file__, "--child", model_name, str(batch), str(int(xla)),
                "--steps", str(steps), "--k", str(k)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"child {model_name} batch {batch} xla {xla} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(command, f"child {model_name} batch {batch} xla {xla}", cwd=REPO)
 
 
 def _table(rows: list[dict]) -> str:
