@@ -241,6 +241,20 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
     click.echo(f"wrote {report.run_dir}")
 
 
+@main.command("export-savedmodel")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out.")
+def export_savedmodel_cmd(run_dir: Path, out: Path, checkpoint: str, overwrite: bool) -> None:
+    """Export a run's model as a TensorFlow SavedModel (log-mel and raw-waveform signatures)."""
+    from msd_triplet.export import export_savedmodel
+
+    path = export_savedmodel(run_dir, out, checkpoint=checkpoint, overwrite=overwrite)
+    click.echo(f"wrote SavedModel (signatures serving_default = log_mel, waveform) to {path}; "
+               f"see {path / 'README.txt'}")
+
+
 @main.command("embed")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "source", required=True, type=click.Path(exists=True, path_type=Path),
