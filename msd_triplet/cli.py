@@ -238,7 +238,7 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
     click.echo(evaluation.table)
     click.echo("time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items())
                + f"; total {sum(report.seconds.values()):.0f} s")
-    click.echo(f"wrote {report.run_dir}")
+    click.echo(f"wrote {report.run_dir} (SavedModel in {report.export_dir})")
 
 
 @main.command("export-savedmodel")

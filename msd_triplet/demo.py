@@ -1,4 +1,4 @@
-"""The whole pipeline on the embedded synthetic data set: data → prepare → fit → evaluate.
+"""The whole pipeline on the embedded synthetic data set: data → prepare → fit → evaluate → export.
 
 Every stage reuses what an earlier call finished (the data set, the feature
 cache, the splits, the run's checkpoints), so an interrupted demo continues
@@ -20,6 +20,7 @@ class DemoReport:
     run_dir: Path
     seconds: dict[str, float] = field(default_factory=dict)   # stage → wall seconds
     evaluation: object = None                                 # runs.RunEvaluation
+    export_dir: Optional[Path] = None
 
 
 def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[int] = None,
@@ -33,28 +34,36 @@ def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[
     root = Path(config.data.root).expanduser()
     started = time.perf_counter()
     if not (root / "demo_info.json").is_file():
-        say(f"[1/4] writing the synthetic data set to {root}")
+        say(f"[1/5] writing the synthetic data set to {root}")
         kwargs = {"tracks": tracks} if tracks else {}
         summary = synthetic.make_demo_data(root, workers=workers, progress=audio_progress, **kwargs)
         say(f"      {summary.n_tracks} tracks, {summary.n_artists} artists, {summary.n_albums} albums")
     else:
-        say(f"[1/4] data set found in {root}")
+        say(f"[1/5] data set found in {root}")
     report.seconds["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    say("[2/4] prepare: tags, filter, features, splits")
+    say("[2/5] prepare: tags, filter, features, splits")
     prepare_dataset(config, workers=workers, progress=lambda line: say(f"      {line}"),
                     extraction_progress=extraction_progress)
     report.seconds["prepare"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    say(f"[3/4] fit → {report.run_dir}")
+    say(f"[3/5] fit → {report.run_dir}")
     resume = (report.run_dir / "state.json").is_file()
     training.fit(config, resume=resume, verbose=verbose, say=lambda line: say(f"      {line}"))
     report.seconds["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    say(f"[4/4] evaluate on the {config.evaluation.split} split, beside an untrained model of the same architecture")
+    say(f"[4/5] evaluate on the {config.evaluation.split} split, beside an untrained model of the same architecture")
     report.evaluation = runs.evaluate_run(report.run_dir, say=lambda line: say(f"      {line}"))
     report.seconds["evaluate"] = time.perf_counter() - started
+
+    from msd_triplet.export import export_savedmodel
+
+    started = time.perf_counter()
+    report.export_dir = report.run_dir / "savedmodel"
+    say(f"[5/5] export the SavedModel to {report.export_dir}")
+    export_savedmodel(report.run_dir, report.export_dir, overwrite=report.export_dir.exists())
+    report.seconds["export"] = time.perf_counter() - started
     return report

@@ -167,10 +167,12 @@ evaluation:
     result = runner.invoke(main, ["demo", "--config", str(cfg), "--tracks", "120", "--workers", "2"])
     _no_traceback(result)
     assert result.exit_code == 0, result.output
-    for stage in ("[1/4] writing", "[2/4] prepare", "[3/4] fit", "[4/4] evaluate", "| genre |", "untrained"):
+    for stage in ("[1/5] writing", "[2/5] prepare", "[3/5] fit", "[4/5] evaluate", "[5/5] export", "| genre |",
+                  "untrained"):
         assert stage in result.output, stage
     run = tmp_path / "runs" / "experiment"
     assert (run / "metrics.json").is_file() and (run / "checkpoints" / "epoch-002.weights.h5").is_file()
+    assert (run / "savedmodel" / "saved_model.pb").is_file()
     again = runner.invoke(main, ["demo", "--config", str(cfg)])
     assert again.exit_code == 0, again.output
-    assert "[1/4] data set found" in again.output and "all 2 epochs are done" in again.output
+    assert "[1/5] data set found" in again.output and "all 2 epochs are done" in again.output
