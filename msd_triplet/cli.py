@@ -255,6 +255,24 @@ def export_savedmodel_cmd(run_dir: Path, out: Path, checkpoint: str, overwrite: 
                f"see {path / 'README.txt'}")
 
 
+@main.command("probe")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--facet", type=click.Choice(["genre", "style", "mood", "theme"]), default="genre", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Most epochs of the head (early stopping on the validation split).")
+@click.option("--seed", type=int, default=None, help="Seed of the head [default: the run's seed].")
+@click.option("--no-untrained", is_flag=True, help="Skip the untrained-model baseline.")
+def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_untrained: bool) -> None:
+    """Linear probe: a Dense head on the run's frozen embeddings, trained on train, scored on test."""
+    from msd_triplet.probe import probe_run
+
+    report = probe_run(run_dir, facet, checkpoint=checkpoint, epochs=epochs, seed=seed,
+                       untrained=not no_untrained, say=click.echo)
+    click.echo(report.table)
+    click.echo(f"wrote {run_dir / f'probe-{facet}.json'}")
+
+
 @main.command("embed")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "source", required=True, type=click.Path(exists=True, path_type=Path),
@@ -292,6 +310,29 @@ def similar_cmd(query: str, run_dir: Path, n: int, split: str, checkpoint: str) 
 
     table = similar(query, run_dir, n=n, split=split, checkpoint=checkpoint)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=40))
+
+
+@main.command("grid")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Experiment YAML with a grid section, e.g. experiments/demo-grid.yaml.")
+@click.option("--only", default=None, metavar="COMBINATION:K", help="Run one cell, e.g. genres-moods:160.")
+@click.option("--compare", "paper_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The paper's numbers (experiments/paper_table2.csv): write compare.md beside the results.")
+def grid_cmd(config_path: Path, only, paper_path) -> None:
+    """Train and evaluate every tag-set combination × LSI size of the grid (paper Table II); resumable."""
+    from msd_triplet import grid
+    from msd_triplet.config import load_config
+
+    config = load_config(config_path)
+    report = grid.run_grid(config, only=grid.parse_only(only) if only else None, say=click.echo)
+    if paper_path is not None and len(report.results):
+        from msd_triplet import gridreport
+
+        grid.write_reports(report.folder, report.results, gridreport.read_paper(paper_path))
+        click.echo((report.folder / "compare.md").read_text(encoding="utf-8"))
+    if len(report.results):
+        click.echo((report.folder / "table2.md").read_text(encoding="utf-8"))
+    click.echo(f"{report.trained_now} cells trained now, {report.skipped} were done; wrote {report.folder}")
 
 
 if __name__ == "__main__":  # pragma: no cover

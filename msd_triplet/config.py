@@ -209,6 +209,28 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class GridConfig:
+    """The experiment grid of paper Table II: tag-set combinations × LSI sizes (``msd-triplet grid``)."""
+
+    # combination names like genres-moods; empty = all 15 of the paper
+    combinations: tuple[str, ...] = ()
+    ks: tuple[int, ...] = tuple(range(10, 401, 10))
+    folder: str = "grids"
+
+    def __post_init__(self) -> None:
+        from msd_triplet.lsi import parse_combination
+
+        for name in self.combinations:
+            parse_combination(name)
+        if not self.ks:
+            raise ConfigError("grid.ks: give at least one LSI size")
+        for k in self.ks:
+            _check_positive("grid.ks", k)
+        if len(set(self.ks)) != len(self.ks):
+            raise ConfigError(f"grid.ks: repeated sizes in {list(self.ks)}")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment. ``seed`` controls every random process (paper VI)."""
 
@@ -221,6 +243,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
 
     def __post_init__(self) -> None:
         missing = sorted(set(self.lsi.tag_sets) - set(self.data.tag_sets))

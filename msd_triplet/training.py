@@ -155,8 +155,13 @@ def dry_run(config: Config) -> DryRunReport:
 # --------------------------------------------------------------------------- data
 
 
-def load_training_data(config: Config, splits=("train", "validation", "test")) -> TrainingData:
-    """Prepared tracks, their cached features and LSI targets; DataError naming the command to run."""
+def load_training_data(config: Config, splits=("train", "validation", "test"), lsi_model=None) -> TrainingData:
+    """Prepared tracks, their cached features and LSI targets; DataError naming the command to run.
+
+    The LSI is fitted on the training split as ``config.lsi`` says, unless
+    ``lsi_model`` (an :class:`msd_triplet.lsi.LsiModel`, e.g. a truncation of a
+    larger fit, as the grid does) is given.
+    """
     from msd_triplet import lsi
     from msd_triplet.featurecache import FeatureCache, cache_dir
     from msd_triplet.tagsets import load_prepared
@@ -167,7 +172,11 @@ def load_training_data(config: Config, splits=("train", "validation", "test")) -
         raise DataError(f"{directory}: no feature cache for these feature settings; run "
                         "`msd-triplet prepare --config <your config>` (without --no-features) first")
     cache = FeatureCache(directory)
-    model, vectors = lsi.fit_prepared(prepared, config.lsi, config.seed)
+    if lsi_model is None:
+        model, vectors = lsi.fit_prepared(prepared, config.lsi, config.seed)
+    else:
+        matrix, _ = lsi.stacked_matrix(prepared.matrices, lsi_model.sets)
+        model, vectors = lsi_model, lsi_model.transform(matrix, config.lsi.zero_norm_rtol)
     targets = losses.pack_targets(vectors, prepared.tracks["album_id"].to_numpy())
     split = prepared.tracks["split"].to_numpy()
     ids = prepared.tracks["track_id"].to_numpy()

@@ -258,3 +258,18 @@ def write_run_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, nam
     path = root / name
     path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_root, tmp_path_factory) -> Path:
+    """One epoch of the tiny DPNN (widths 2-2-4-4, embedding 8) on :func:`prepared_root`: a run folder.
+
+    Shared by the evaluation, export, embedding and probe tests; they add files
+    to it (metrics, exports, indexes) but never change what is there.
+    """
+    from msd_triplet.config import load_config
+    from msd_triplet.training import fit
+
+    config = load_config(write_run_config(prepared_root, tmp_path_factory.mktemp("tiny-run"), epochs=1,
+                                          name="tiny-run.yaml"))
+    return fit(config, verbose=0, say=lambda _: None).run_dir

@@ -6,17 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BAD_AUDIO, write_run_config
+from conftest import BAD_AUDIO
 from msd_triplet.config import load_config
 from msd_triplet.errors import DataError, MsdTripletError
-
-
-@pytest.fixture(scope="module")
-def tiny_run(prepared_root, tmp_path_factory):
-    from msd_triplet.training import fit
-
-    config = load_config(write_run_config(prepared_root, tmp_path_factory.mktemp("embed-runs"), epochs=1))
-    return fit(config, verbose=0, say=lambda _: None).run_dir
 
 
 def test_embed_skips_broken_files_and_embeds_the_rest(tiny_run, audio_files, tmp_path):

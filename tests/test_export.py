@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_run_config
 from msd_triplet.config import load_config
 from msd_triplet.errors import DataError, MsdTripletError
 
@@ -21,12 +20,8 @@ DIM = 8
 
 
 @pytest.fixture(scope="module")
-def trained_run(prepared_root, tmp_path_factory) -> Path:
-    """One epoch of a tiny DPNN (embedding 8) on the shared prepared tiny data set."""
-    from msd_triplet.training import fit
-
-    config = load_config(write_run_config(prepared_root, tmp_path_factory.mktemp("export-runs"), epochs=1))
-    return fit(config, verbose=0, say=lambda _: None).run_dir
+def trained_run(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
