@@ -21,6 +21,13 @@ def _no_traceback(result) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def _fails_with(result, text: str) -> None:
+    """A one-line error: exit code 1, no traceback, ``text`` in the message."""
+    assert result.exit_code == 1, result.output
+    _no_traceback(result)
+    assert text in result.output
+
+
 def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
@@ -37,9 +44,7 @@ def test_bad_config_key_names_key(runner, tmp_path):
     cfg = tmp_path / "x.yaml"
     cfg.write_text("training:\n  bach_size: 3\n")
     result = runner.invoke(main, ["prepare", "--config", str(cfg)])
-    assert result.exit_code == 1
-    _no_traceback(result)
-    assert "unknown key 'training.bach_size'" in result.output
+    _fails_with(result, "unknown key 'training.bach_size'")
 
 
 def test_missing_data_is_one_line_error(runner, tmp_path):
@@ -58,9 +63,7 @@ def test_bad_shard_is_a_usage_error(runner, tmp_path):
 
 def test_make_demo_data_rejects_tiny_sizes(runner, tmp_path):
     result = runner.invoke(main, ["make-demo-data", "--out", str(tmp_path / "d"), "--tracks", "5"])
-    assert result.exit_code == 1
-    _no_traceback(result)
-    assert "--tracks must be >= 60" in result.output
+    _fails_with(result, "--tracks must be >= 60")
 
 
 @pytest.mark.slow
@@ -137,9 +140,7 @@ def test_fit_without_prepared_data_names_the_command(runner, tmp_path):
     cfg = tmp_path / "x.yaml"
     cfg.write_text(f"data:\n  root: {tmp_path}\n")
     result = runner.invoke(main, ["fit", "--config", str(cfg)])
-    assert result.exit_code == 1
-    _no_traceback(result)
-    assert "msd-triplet prepare" in result.output
+    _fails_with(result, "msd-triplet prepare")
 
 
 @pytest.mark.slow
