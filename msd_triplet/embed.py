@@ -55,10 +55,7 @@ def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
         return Embedder(lambda x: next(iter(function(tf.constant(x)).values())).numpy(), features,
                         f"SavedModel {source}")
     if source.suffix == ".keras" and source.is_file():
-        import keras
-
-        import msd_triplet.layers  # noqa: F401 - registers the custom objects
-        import msd_triplet.losses  # noqa: F401
+        import keras  # importing msd_triplet registered the custom objects
 
         model = keras.models.load_model(source, compile=False)
         return Embedder(lambda x: np.asarray(model.predict_on_batch(x)), FeatureConfig(), f"model {source}")
@@ -147,27 +144,21 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
 def _index(run: Path, split: str, checkpoint: str):
     """(track ids, embeddings, prepared data) of ``split`` ("all" for every track), cached in the run folder."""
     from msd_triplet import runs
-    from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.tagsets import load_prepared
     from msd_triplet.training import embed_rows, load_run_model
 
     config = runs.run_config(run)
-    prepared = load_prepared(config)
+    prepared, positions, cache, rows = runs.split_tracks(config, split)
     model_path = run / "checkpoints" / f"{checkpoint}.keras"
     cached = run / f"index-{split}-{checkpoint}.npz"
-    ids = prepared.tracks["track_id"].to_numpy()
-    positions = np.arange(len(ids)) if split == "all" else np.flatnonzero(prepared.tracks["split"] == split)
-    if not len(positions):
-        raise DataError(f"split {split!r}: no track has it in {config.data.prepared_dir}")
+    ids = prepared.tracks["track_id"].to_numpy()[positions].astype(str)
     if cached.is_file() and model_path.is_file() and cached.stat().st_mtime >= model_path.stat().st_mtime:
         with np.load(cached, allow_pickle=False) as stored:
-            if np.array_equal(stored["track_ids"], ids[positions].astype(str)):
+            if np.array_equal(stored["track_ids"], ids):
                 return stored["track_ids"], stored["embeddings"], prepared, config
-    cache = FeatureCache(cache_dir(config))
-    embeddings = embed_rows(load_run_model(run, checkpoint), cache, cache.rows(ids[positions]))
+    embeddings = embed_rows(load_run_model(run, checkpoint), cache, rows)
     with atomic_path(cached, ".npz") as tmp:
-        np.savez(tmp, track_ids=ids[positions].astype(str), embeddings=embeddings)
-    return ids[positions].astype(str), embeddings, prepared, config
+        np.savez(tmp, track_ids=ids, embeddings=embeddings)
+    return ids, embeddings, prepared, config
 
 
 def _tags_of(prepared, position: int, tagset: str) -> str:
@@ -200,16 +191,13 @@ def similar(query: str, run: str | Path, *, n: int = 10, split: str = "test", ch
             cache = FeatureCache(cache_dir(config))
             vector = embed_rows(load_run_model(run, checkpoint), cache, cache.rows([query]))[0]
     elif Path(query).is_file():
-        from msd_triplet import audio
-        from msd_triplet.errors import AudioError
+        from msd_triplet.features import decoded_batches
 
         embedder = load_embedder(run, checkpoint)
-        try:
-            wave = audio.read_segment(query, audio.SegmentSpec.from_config(embedder.features))
-        except AudioError as exc:
-            raise DataError(str(exc)) from None
-        features = audio.log_mel(wave[None], **audio.log_mel_kwargs(embedder.features)).numpy()
-        vector = embedder.embed(features[..., None])[0]
+        batch = next(decoded_batches([query], [0], embedder.features, workers=1, batch_size=1))
+        if batch.kinds[0]:
+            raise DataError(batch.messages[0])
+        vector = embedder.embed(batch.log_mel[..., None])[0]
     else:
         raise DataError(f"{query}: neither a track id of the prepared data nor an audio file")
     distances = np.sum((embeddings - vector) ** 2, axis=1)

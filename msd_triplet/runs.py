@@ -43,20 +43,32 @@ def run_config(run: Path) -> Config:
     return load_config(path)
 
 
-def split_embeddings(model, config: Config, split: str):
-    """(embeddings [N, d], positions in prepared.tracks, prepared data) of one split."""
+def split_tracks(config: Config, split: str):
+    """(prepared data, positions in ``prepared.tracks``, feature cache, cache rows) of ``split``.
+
+    ``split`` is train, validation, test, or ``"all"`` for every prepared track.
+    """
     from msd_triplet.evaluation import split_rows
     from msd_triplet.featurecache import FeatureCache, cache_dir
     from msd_triplet.tagsets import load_prepared
-    from msd_triplet.training import embed_rows
 
     prepared = load_prepared(config)
-    try:
-        positions = split_rows(prepared, split)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    if split == "all":
+        positions = np.arange(len(prepared.tracks))
+    else:
+        try:
+            positions = split_rows(prepared, split)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     cache = FeatureCache(cache_dir(config))
-    rows = cache.rows(prepared.tracks["track_id"].to_numpy()[positions])
+    return prepared, positions, cache, cache.rows(prepared.tracks["track_id"].to_numpy()[positions])
+
+
+def split_embeddings(model, config: Config, split: str):
+    """(embeddings [N, d], positions in prepared.tracks, prepared data) of one split."""
+    from msd_triplet.training import embed_rows
+
+    prepared, positions, cache, rows = split_tracks(config, split)
     return embed_rows(model, cache, rows), positions, prepared
 
 
@@ -75,7 +87,7 @@ def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "b
     split = split or config.evaluation.split
     match = match or config.evaluation.facet_match
     model = training.load_run_model(run, checkpoint)
-    embeddings, positions, prepared = split_embeddings(model, config, split)
+    prepared, positions, cache, rows = split_tracks(config, split)
     n = len(positions)
     if n < 2:
         raise DataError(f"split {split!r} has {n} track(s); P@k needs at least 2")
@@ -83,12 +95,13 @@ def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "b
     if k < config.evaluation.k:
         say(f"evaluation.k {config.evaluation.k} > {n - 1} other tracks in the {split} split: using k = {k}")
     facets = evaluation.facets_from_prepared(prepared, positions, match)
-    results = evaluation.evaluate_embeddings(embeddings, facets, k=k, chunk_size=config.evaluation.chunk_size)
-    baseline = None
-    if untrained:
-        fresh = training.compile_model(config)
-        baseline = evaluation.evaluate_embeddings(split_embeddings(fresh, config, split)[0], facets, k=k,
-                                                  chunk_size=config.evaluation.chunk_size)
+
+    def evaluate(network) -> dict:
+        return evaluation.evaluate_embeddings(training.embed_rows(network, cache, rows), facets, k=k,
+                                              chunk_size=config.evaluation.chunk_size)
+
+    results = evaluate(model)
+    baseline = evaluate(training.compile_model(config)) if untrained else None
     table = evaluation.format_results(results, {"untrained": baseline} if baseline else None)
     report = RunEvaluation(run, split, k, match, checkpoint, n, results, baseline, table)
     atomic_write_json(run / "metrics.json", report.to_json())
@@ -96,10 +109,3 @@ def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "b
                                           f"{checkpoint} checkpoint)\n\n{table}\n")
     return report
 
-
-def mean_lift(evaluation_report: RunEvaluation, facets=("genre", "style", "mood")) -> dict[str, float]:
-    """Trained minus untrained P@k per facet (for the demo's summary)."""
-    if evaluation_report.untrained is None:
-        return {}
-    return {f: float(evaluation_report.results[f]["precision"] - evaluation_report.untrained[f]["precision"])
-            for f in facets if f in evaluation_report.results and np.isfinite(evaluation_report.results[f]["precision"])}
