@@ -15,6 +15,7 @@ user can cut the model anywhere, e.g.
 
 from __future__ import annotations
 
+import zlib
 from typing import Optional
 
 import keras
@@ -26,11 +27,23 @@ TIMBRE_BLOCKS = (((10, 23), (2, 2)), ((5, 11), (2, 2)), ((3, 5), (2, 2)), ((2, 4
 RHYTHM_BLOCKS = (((21, 10), (2, 2)), ((10, 5), (2, 2)), ((5, 3), (2, 2)), ((4, 2), (4, 1)))
 
 
+def layer_seed(seed: Optional[int], layer: str) -> Optional[int]:
+    """The initialiser seed of ``layer``: a stable hash of the run seed and the layer's name.
+
+    Two layers never share a random stream because of a shared position or
+    name length (the seeds differ whenever the names differ, up to CRC-32
+    collisions, which a test rules out for the DPNN's layers). None stays None.
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{int(seed)}/{layer}".encode()) & 0x7FFFFFFF
+
+
 def _stack(x, name: str, blocks, widths, seed: Optional[int], synchronized: bool):
     for i, ((kernel, pool), width) in enumerate(zip(blocks, widths), start=1):
-        init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 100 * i + len(name))
-        x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer=init,
-                                name=f"{name}_conv{i}")(x)
+        conv = f"{name}_conv{i}"
+        init = keras.initializers.GlorotUniform(seed=layer_seed(seed, conv))
+        x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer=init, name=conv)(x)
         x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation("elu", name=f"{name}_elu{i}")(x)
         x = keras.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool{i}")(x)
@@ -45,7 +58,8 @@ def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int]
     ----------
     config : conv widths of both stacks, embedding size, L2 normalisation
     input_shape : (mel bands, frames) of the log-mel input (channel axis added)
-    seed : seeds every initialiser, so the same seed gives the same weights
+    seed : seeds every initialiser (each layer its own stream, :func:`layer_seed`), so the
+        same seed gives the same weights
     synchronized_bn : batch statistics over the global batch of every replica
         of a ``tf.distribute`` strategy (the result then does not depend on
         the number of replicas); no effect with one replica
@@ -59,7 +73,7 @@ def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int]
     timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed, synchronized_bn)
     rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed, synchronized_bn)
     x = keras.layers.Concatenate(name="concat")([timbre, rhythm])
-    init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 7)
+    init = keras.initializers.GlorotUniform(seed=layer_seed(seed, "embedding"))
     x = keras.layers.Dense(config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding")(x)
     if config.l2_normalize:
         x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
