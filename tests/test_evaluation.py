@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
-from msd_triplet import evaluation
+from msd_triplet import evaluation, neighbours
 from msd_triplet.evaluation import (
     Facet,
     chance_precision,
@@ -27,7 +27,7 @@ from msd_triplet.tagsets import PreparedData, TagMatrix
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of a few columns, so tiny inputs take the multi-tile path (tightening, growing)."""
-    monkeypatch.setattr(evaluation, "_TILE_COLUMNS", 4)
+    monkeypatch.setattr(neighbours, "_TILE_COLUMNS", 4)
 
 
 def sklearn_neighbours(x: np.ndarray, k: int) -> np.ndarray:
@@ -107,9 +107,9 @@ def test_bad_input(embeddings, k, kwargs, message):
 def test_sort_keys_order_like_value_then_index():
     values = np.array([-np.inf, -3.5, -0.0, 0.0, 1e-30, 2.0, 2.0, np.inf], np.float32)
     index = np.array([5, 1, 9, 0, 3, 2, 7, 4])
-    keys = evaluation._sort_keys(values, index)
+    keys = neighbours._sort_keys(values, index)
     assert (np.diff(keys.astype(object)) > 0).all()
-    np.testing.assert_array_equal(evaluation._key_values(keys), values)
+    np.testing.assert_array_equal(neighbours._key_values(keys), values)
 
 
 # --------------------------------------------------------------------------- precision and chance
