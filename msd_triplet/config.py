@@ -202,10 +202,25 @@ class EvaluationConfig:
     facet_match: Literal["identical", "overlap"] = "identical"
     split: Literal["train", "validation", "test"] = "test"
     chunk_size: int = 4_096
+    # Every P@k comes with a percentile bootstrap interval at this confidence, from this many
+    # resamples (seeded with the config's seed; SPEC section 11).
+    bootstrap_resamples: int = 1_000
+    confidence: float = 0.95
+    # What one resample draws. "query": single queries (SPEC section 11). "album" / "artist":
+    # every query of a drawn album / artist (cluster bootstrap). Tags are given per album and an
+    # album's tracks sound alike, so queries of one album are not independent and "query"
+    # intervals are too narrow; "album" (or "artist", wider still) is the honest choice then.
+    bootstrap_unit: Literal["query", "album", "artist"] = "query"
 
     def __post_init__(self) -> None:
         _check_positive("evaluation.k", self.k)
         _check_positive("evaluation.chunk_size", self.chunk_size)
+        if self.bootstrap_resamples < 100:
+            raise ConfigError(f"evaluation.bootstrap_resamples: must be >= 100 (1,000 or more for a 95 % "
+                              f"interval), got {self.bootstrap_resamples}")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"evaluation.confidence: must lie strictly between 0 and 1 (e.g. 0.95), "
+                              f"got {self.confidence}")
 
 
 @dataclass(frozen=True)
@@ -216,6 +231,9 @@ class GridConfig:
     combinations: tuple[str, ...] = ()
     ks: tuple[int, ...] = tuple(range(10, 401, 10))
     folder: str = "grids"
+    # training seeds: every cell is trained once per seed (figures: mean ± sd over seeds);
+    # empty = just the config's seed
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         from msd_triplet.lsi import parse_combination
@@ -228,6 +246,10 @@ class GridConfig:
             _check_positive("grid.ks", k)
         if len(set(self.ks)) != len(self.ks):
             raise ConfigError(f"grid.ks: repeated sizes in {list(self.ks)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"grid.seeds: repeated seeds in {list(self.seeds)}")
+        if any(seed < 0 for seed in self.seeds):
+            raise ConfigError(f"grid.seeds: seeds must be >= 0, got {list(self.seeds)}")
 
 
 @dataclass(frozen=True)

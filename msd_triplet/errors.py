@@ -21,6 +21,14 @@ class DataError(MsdTripletError):
     """A tag-set, metadata, split or prepared-data file cannot be used."""
 
 
+class ArgumentError(MsdTripletError, ValueError):
+    """A function argument has a value that is not allowed.
+
+    Also a ``ValueError``, so code that catches ``ValueError`` for bad
+    arguments keeps working, and the command line reports it as one line.
+    """
+
+
 class AudioError(MsdTripletError):
     """An audio file cannot be decoded or does not hold the requested segment.
 

@@ -71,6 +71,13 @@ def test_frozen():
         ("lsi:\n  k: 0\n", ["lsi.k: must be > 0"]),
         ("data:\n  tag_sets: [genres]\n", ["lsi.tag_sets", "not in data.tag_sets"]),
         ("model:\n  widths: [8, 16]\n", ["model.widths: expected four"]),
+        ("evaluation:\n  bootstrap_resamples: 99\n", ["evaluation.bootstrap_resamples: must be >= 100", "got 99"]),
+        ("evaluation:\n  confidence: 1.0\n", ["evaluation.confidence: must lie strictly between 0 and 1"]),
+        ("evaluation:\n  confidence: high\n", ["'evaluation.confidence' must be a number"]),
+        ("evaluation:\n  bootstrap_unit: track\n", ["'evaluation.bootstrap_unit' must be one of", "'album'"]),
+        ("grid:\n  seeds: [1, 2, 1]\n", ["grid.seeds: repeated seeds in [1, 2, 1]"]),
+        ("grid:\n  seeds: [-3]\n", ["grid.seeds: seeds must be >= 0"]),
+        ("grid:\n  seeds: 3\n", ["'grid.seeds' must be a list"]),
     ],
 )
 def test_bad_values_name_key_and_file(tmp_path, text, expected):
@@ -119,3 +126,13 @@ def test_data_paths_resolve_against_root(tmp_path):
     assert cfg.data.path("x.h5") == tmp_path / "x.h5"
     assert cfg.data.path("/abs/x.h5") == Path("/abs/x.h5")
     assert cfg.data.prepared_dir == tmp_path / "prepared"
+
+
+def test_uncertainty_defaults_and_values():
+    cfg = Config()
+    assert (cfg.evaluation.bootstrap_resamples, cfg.evaluation.confidence, cfg.evaluation.bootstrap_unit) == (
+        1000, 0.95, "query")
+    assert cfg.grid.seeds == ()
+    cfg = config_from_dict({"evaluation": {"bootstrap_unit": "album", "confidence": 0.9}, "grid": {"seeds": [3, 1]}})
+    assert cfg.evaluation.bootstrap_unit == "album" and cfg.evaluation.confidence == 0.9
+    assert cfg.grid.seeds == (3, 1)
