@@ -203,17 +203,18 @@ def fit_cmd(config_path: Path, resume: bool, run_dir: Optional[Path], dry_run: b
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--match", type=click.Choice(["identical", "overlap"]), default=None,
               help="Tag-facet relevance [default: evaluation.facet_match of the run's config].")
-@click.option("--no-untrained", is_flag=True, help="Skip the untrained-model baseline column.")
+@click.option("--no-untrained", is_flag=True, help="Skip the untrained-model baseline and the difference column.")
 def evaluate_cmd(run_dir: Path, split, checkpoint, match, no_untrained: bool) -> None:
-    """Precision@k per facet (genre, style, mood, theme, artist, album) of a run, with chance levels."""
+    """Precision@k per facet (genre, style, mood, theme, artist, album) of a run with bootstrap intervals,
+    beside an untrained model (and the paired interval of the difference) and chance."""
     from msd_triplet import runs
 
     report = runs.evaluate_run(run_dir, split=split, checkpoint=checkpoint, match=match,
                                untrained=not no_untrained, say=click.echo)
     click.echo(f"P@{report.k} on the {report.split} split ({report.tracks:,} tracks, {report.match} tag sets, "
-               f"{report.checkpoint} checkpoint)")
+               f"{report.checkpoint}); {report.bootstrap.describe()}")
     click.echo(report.table)
-    click.echo(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'metrics.md'}")
+    click.echo(f"wrote {run_dir / 'metrics.json'}, {run_dir / 'metrics.md'} and {run_dir / runs.PER_QUERY_FILE}")
 
 
 @main.command("demo")
@@ -234,7 +235,8 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
         report = run_demo(config, tracks=tracks, workers=workers, say=click.echo, audio_progress=audio_progress,
                           extraction_progress=feature_progress, verbose=2)
     evaluation = report.evaluation
-    click.echo(f"\nP@{evaluation.k} on the {evaluation.split} split ({evaluation.tracks} tracks): trained, untrained, chance")
+    click.echo(f"\nP@{evaluation.k} on the {evaluation.split} split ({evaluation.tracks} tracks): trained, untrained, "
+               f"their difference, chance; {evaluation.bootstrap.describe()}")
     click.echo(evaluation.table)
     click.echo("time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items())
                + f"; total {sum(report.seconds.values()):.0f} s")

@@ -21,7 +21,7 @@ Example
 >>> rows = split_rows(prepared, "test")                                   # doctest: +SKIP
 >>> results = evaluate_embeddings(embed(rows), facets_from_prepared(prepared, rows))  # doctest: +SKIP
 >>> print(format_results(results))                                        # doctest: +SKIP
-| facet | P@100 | chance | queries |
+| facet | P@100 [95 % CI] | chance | queries |
 ...
 """
 
@@ -36,13 +36,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from msd_triplet.neighbours import nearest_neighbours
+from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, level_text, mean_of
 
 if TYPE_CHECKING:
     from msd_triplet.tagsets import PreparedData
 
 __all__ = [
     "FACET_MATCHES", "FACET_TAG_SETS", "Facet", "chance_precision", "evaluate_embeddings",
-    "facets_from_prepared", "format_results", "nearest_neighbours", "precision_at_k", "split_rows",
+    "facets_from_prepared", "format_results", "nearest_neighbours", "per_query_precision", "precision_at_k",
+    "split_rows",
 ]
 
 #: facet name → tag set it is read from
@@ -175,23 +177,27 @@ def facets_from_prepared(prepared: PreparedData, rows: Any, match: str = "identi
 # precision and chance
 
 
-def precision_at_k(neighbours: np.ndarray, facet: Facet) -> float:
-    """Mean over the labelled queries of the share of their k neighbours that are relevant.
+def per_query_precision(neighbours: np.ndarray, facet: Facet) -> np.ndarray:
+    """float64 [N]: per track, the share of its k neighbours that are relevant; NaN for unlabelled tracks.
 
-    ``neighbours`` : int [N, k] as from :func:`nearest_neighbours`. NaN if no track is labelled.
+    ``neighbours`` : int [N, k] as from :func:`nearest_neighbours`. An unlabelled
+    track is not a query of the facet, hence NaN.
     """
     neighbours = np.asarray(neighbours)
     if neighbours.ndim != 2 or neighbours.shape[0] != facet.size:
         raise ValueError(f"neighbours: expected shape [{facet.size}, k] (one row per track of facet "
                          f"{facet.name!r}), got {neighbours.shape}")
+    out = np.full(facet.size, np.nan)
     queries = np.flatnonzero(facet.labelled)
-    if not len(queries):
-        return float("nan")
-    hits = 0
     for i in range(0, len(queries), _QUERY_BLOCK):
         q = queries[i:i + _QUERY_BLOCK]
-        hits += int(facet.relevant(q, neighbours[q]).sum())
-    return float(hits / (len(queries) * neighbours.shape[1]))
+        out[q] = facet.relevant(q, neighbours[q]).sum(axis=1) / neighbours.shape[1]
+    return out
+
+
+def precision_at_k(neighbours: np.ndarray, facet: Facet) -> float:
+    """Mean over the labelled queries of :func:`per_query_precision`; NaN if no track is labelled."""
+    return mean_of(per_query_precision(neighbours, facet))
 
 
 def chance_precision(facet: Facet) -> float:
@@ -239,39 +245,77 @@ def _popcount(words: np.ndarray) -> np.ndarray:
 
 
 def evaluate_embeddings(embeddings: np.ndarray, facets: Mapping[str, Facet], k: int = 100,
-                        chunk_size: int = 4_096) -> dict[str, dict]:
-    """Precision@k and chance per facet: ``{facet: {"precision", "chance", "queries", "k"}}``.
+                        chunk_size: int = 4_096, *, bootstrap: Optional[BootstrapSettings] = None,
+                        clusters: Optional[np.ndarray] = None, return_per_query: bool = False):
+    """Precision@k, its bootstrap interval and chance per facet.
 
-    ``embeddings`` : float [N, d], rows aligned with every facet. Values are plain
-    Python floats and ints, ready for ``json.dump``.
+    Parameters
+    ----------
+    embeddings : float [N, d], rows aligned with every facet
+    facets : {name: :class:`Facet`} over the same N tracks
+    k, chunk_size : as in :func:`nearest_neighbours`
+    bootstrap : how the intervals are computed (default :class:`BootstrapSettings` ():
+        1,000 resamples of queries, 95 %, seed 0)
+    clusters : int [N] or None; cluster label per track (album or artist index) for the
+        cluster bootstrap, e.g. ``bootstrap.clusters(artist_ids, album_ids)``
+    return_per_query : also return the per-query precisions
+
+    Returns
+    -------
+    ``{facet: {"precision", "ci_low", "ci_high", "chance", "queries", "k"}}`` (plain
+    Python floats and ints, ready for ``json.dump``); with ``return_per_query`` a pair
+    (that, ``{facet: float64 [N]}`` from :func:`per_query_precision`), so that two models
+    can be compared on the same queries (:func:`msd_triplet.uncertainty.paired_differences`).
     """
+    bootstrap = bootstrap or BootstrapSettings()
     for name, facet in facets.items():
         if facet.size != len(embeddings):
             raise ValueError(f"facet {name!r} has {facet.size} tracks, embeddings have {len(embeddings)} rows")
     neighbours = nearest_neighbours(embeddings, k, chunk_size=chunk_size)
-    return {name: {"precision": precision_at_k(neighbours, facet), "chance": chance_precision(facet),
-                   "queries": int(facet.labelled.sum()), "k": int(k)}
-            for name, facet in facets.items()}
+    results, per_query = {}, {}
+    for name, facet in facets.items():
+        values = per_query[name] = per_query_precision(neighbours, facet)
+        low, high = bootstrap.interval(values, clusters)
+        results[name] = {"precision": mean_of(values), "ci_low": low, "ci_high": high,
+                         "chance": chance_precision(facet), "queries": int(facet.labelled.sum()), "k": int(k)}
+    return (results, per_query) if return_per_query else results
 
 
-def format_results(results: Mapping[str, Mapping], extra_columns: Optional[Mapping[str, Mapping]] = None) -> str:
-    """Markdown table: facet, P@k, any extra columns, chance, queries.
+def format_results(results: Mapping[str, Mapping], untrained: Optional[Mapping[str, Mapping]] = None,
+                   difference: Optional[Mapping[str, Mapping]] = None, level: float = 0.95) -> str:
+    """Markdown table: facet | P@k [CI] | untrained [CI] | trained − untrained [paired CI] | chance | queries.
 
-    ``extra_columns`` : {label: {facet: results entry or float}}, e.g. ``{"untrained": untrained_results}``;
-    shown between P@k and chance (blank where a facet is missing).
+    ``results``, ``untrained`` : as from :func:`evaluate_embeddings` (intervals shown when
+    present); ``difference`` : {facet: {"difference", "ci_low", "ci_high"}} as from
+    :func:`msd_triplet.uncertainty.paired_differences`. A difference whose interval excludes
+    0 is marked ``*`` (explained below the table). Columns of what is not given are left out.
     """
-    extra = dict(extra_columns or {})
     k = next((r.get("k") for r in results.values() if isinstance(r, Mapping) and "k" in r), None)
-    head = ["facet", f"P@{k}" if k else "P@k", *extra, "chance", "queries"]
+    ci = f"[{level_text(level)} CI]"
+    head = ["facet", f"P@{k or 'k'} {ci}"] + ([f"untrained {ci}"] if untrained is not None else [])
+    head += [f"trained − untrained [paired {level_text(level)} CI]"] if difference is not None else []
+    head += ["chance", "queries"]
 
-    def cell(value) -> str:
-        if isinstance(value, Mapping):
-            value = value.get("precision")
-        return "" if value is None else f"{float(value):.4f}"
+    def figure(entry: Optional[Mapping], key: str = "precision", signed: bool = False) -> str:
+        if entry is None:
+            return ""
+        nan = float("nan")
+        return format_figure(entry[key], entry.get("ci_low", nan), entry.get("ci_high", nan), signed=signed)
 
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    marked = False
     for name, r in results.items():
-        cells = [name, cell(r["precision"]), *(cell(col.get(name)) for col in extra.values()),
-                 cell(r["chance"]), f"{int(r['queries']):,}"]
+        cells = [name, figure(r)]
+        if untrained is not None:
+            cells.append(figure(untrained.get(name)))
+        if difference is not None:
+            d = difference.get(name)
+            cells.append(figure(d, "difference", signed=True))
+            if d is not None and interval_sign(d["ci_low"], d["ci_high"]):
+                cells[-1] += " *"
+                marked = True
+        cells += [format_figure(r["chance"]), f"{int(r['queries']):,}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if marked:
+        lines += ["", f"Marked *: the paired {level_text(level)} interval of trained − untrained excludes 0."]
     return "\n".join(lines)

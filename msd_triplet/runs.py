@@ -1,39 +1,124 @@
-"""Evaluating a run folder: embed a split with its checkpoint, P@k per facet, beside an untrained model.
+"""Evaluating a run folder: embed a split with its checkpoint, P@k per facet with intervals, beside an untrained model.
 
 :func:`evaluate_run` reads everything from the run folder written by
 :func:`msd_triplet.training.fit` (its resolved ``config.yaml`` names the
-prepared data and the feature cache) and writes ``metrics.json`` and
-``metrics.md`` into it.
+prepared data and the feature cache) and writes into it:
+
+``metrics.json``
+    per facet the trained P@k with its bootstrap interval, the untrained one with
+    its interval, and ``difference`` = trained − untrained with its *paired*
+    interval (the same resampled queries for both), plus the bootstrap settings;
+``metrics.md``
+    the same as a table (:func:`msd_triplet.evaluation.format_results`);
+``per_query.npz``
+    the per-query precisions of both models (:class:`PerQuery`), so that later
+    comparisons can be paired without embedding again.
+
+:func:`evaluate_untrained` does the same for a freshly initialised model alone
+(the grid evaluates it once per seed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
 from msd_triplet.config import Config, load_config
 from msd_triplet.errors import DataError
-from msd_triplet.fileio import atomic_write_json, atomic_write_text
+from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from msd_triplet.uncertainty import BootstrapSettings, paired_differences
+
+PER_QUERY_FILE = "per_query.npz"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class PerQuery:
+    """Per-query precisions of one or more models on the N tracks of one split.
+
+    track_ids, artist_ids, album_ids : str [N], the tracks in the order evaluated (the ids
+        give the clusters of an album or artist bootstrap)
+    k : the k of P@k
+    models : {model name ("trained", "untrained"): {facet: float64 [N]}}, NaN where a
+        track is not a query of the facet
+
+    Saved as ``per_query.npz``: arrays ``track_id``, ``artist_id``, ``album_id``, ``k``,
+    ``models``, ``facets`` and one ``<model>_<facet>`` per model and facet.
+    """
+
+    track_ids: np.ndarray
+    artist_ids: np.ndarray
+    album_ids: np.ndarray
+    k: int
+    models: dict[str, dict[str, np.ndarray]]
+
+    def clusters(self, settings: BootstrapSettings) -> Optional[np.ndarray]:
+        """Cluster labels [N] for ``settings.unit`` (None for "query")."""
+        return settings.clusters(self.artist_ids, self.album_ids)
+
+    def save(self, path: Path) -> Path:
+        """Write the arrays to ``path`` (.npz) atomically; returns ``path``."""
+        facets = list(dict.fromkeys(f for model in self.models.values() for f in model))
+        arrays = {"track_id": np.asarray(self.track_ids, str), "artist_id": np.asarray(self.artist_ids, str),
+                  "album_id": np.asarray(self.album_ids, str), "k": np.int64(self.k),
+                  "models": np.array(list(self.models), str), "facets": np.array(facets, str)}
+        for name, model in self.models.items():
+            arrays.update({f"{name}_{facet}": np.asarray(values, np.float64) for facet, values in model.items()})
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "PerQuery":
+        """Read a ``per_query.npz``; DataError naming the file if it is missing or not one."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                models = {str(m): {str(f): data[f"{m}_{f}"] for f in data["facets"] if f"{m}_{f}" in data.files}
+                          for m in data["models"]}
+                return cls(data["track_id"], data["artist_id"], data["album_id"], int(data["k"]), models)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read per-query precisions ({exc}); evaluate the run again "
+                            "(`msd-triplet evaluate RUN`)") from None
+
+    def require_same_queries(self, other: "PerQuery", what: str) -> None:
+        """DataError unless ``other`` holds the same tracks in the same order (``what`` names the two)."""
+        if len(self.track_ids) != len(other.track_ids) or not np.array_equal(self.track_ids, other.track_ids):
+            raise DataError(f"{what}: the per-query precisions are not of the same tracks "
+                            f"({len(self.track_ids)} and {len(other.track_ids)} queries); compare runs "
+                            "evaluated on the same split of the same prepared data")
 
 
 @dataclass
 class RunEvaluation:
     run_dir: Path
+    model: str                         # whose figures ``results`` are: "trained", or "untrained" alone
     split: str
     k: int
     match: str
     checkpoint: str
     tracks: int
-    results: dict                      # facet → {precision, chance, queries, k}
+    results: dict                      # facet → {precision, ci_low, ci_high, chance, queries, k}
     untrained: Optional[dict]          # the same for a freshly initialised model of the same config
+    difference: Optional[dict]         # facet → {difference, ci_low, ci_high, queries}: trained − untrained, paired
+    bootstrap: BootstrapSettings
+    per_query: PerQuery
     table: str                         # Markdown
 
     def to_json(self) -> dict:
-        return {"split": self.split, "k": self.k, "match": self.match, "checkpoint": self.checkpoint,
-                "tracks": self.tracks, "facets": self.results, "untrained": self.untrained}
+        return {"model": self.model, "split": self.split, "k": self.k, "match": self.match,
+                "checkpoint": self.checkpoint, "tracks": self.tracks, "bootstrap": self.bootstrap.to_json(),
+                "facets": self.results, "untrained": self.untrained, "difference": self.difference}
+
+    def write(self) -> None:
+        """per_query.npz, metrics.md, then metrics.json (last: it marks the evaluation as done)."""
+        self.per_query.save(self.run_dir / PER_QUERY_FILE)
+        atomic_write_text(self.run_dir / "metrics.md",
+                          f"P@{self.k} on the {self.split} split ({self.tracks} tracks, {self.match} tag sets, "
+                          f"{self.checkpoint}); {self.bootstrap.describe()}\n\n{self.table}\n")
+        atomic_write_json(self.run_dir / METRICS_FILE, self.to_json())
 
 
 def run_config(run: Path) -> Config:
@@ -72,21 +157,19 @@ def split_embeddings(model, config: Config, split: str):
     return embed_rows(model, cache, rows), positions, prepared
 
 
-def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "best", match: Optional[str] = None,
-                 untrained: bool = True, say: Callable[[str], None] = print) -> RunEvaluation:
-    """P@k per facet of a run's model on ``split`` (default: ``evaluation.split`` of its config).
+def evaluate_models(config: Config, networks: Mapping[str, Callable[[], object]], *, split: Optional[str] = None,
+                    match: Optional[str] = None, say: Callable[[str], None] = print
+                    ) -> tuple[dict, dict[str, dict], PerQuery]:
+    """Embed ``split`` with each network; P@k with bootstrap intervals per facet for each.
 
-    With ``untrained`` the same figures for the run's architecture with its
-    seeded initial weights, the baseline that shows what training added.
-    Writes ``metrics.json`` and ``metrics.md`` into the run folder.
+    ``networks`` : {name: function returning a Keras model}, built one after the other.
+    Returns (``{"split", "k", "match", "tracks"}``, {name: results as from
+    :func:`msd_triplet.evaluation.evaluate_embeddings`}, their :class:`PerQuery`).
     """
     from msd_triplet import evaluation, training
 
-    run = Path(run)
-    config = run_config(run)
     split = split or config.evaluation.split
     match = match or config.evaluation.facet_match
-    model = training.load_run_model(run, checkpoint)
     prepared, positions, cache, rows = split_tracks(config, split)
     n = len(positions)
     if n < 2:
@@ -95,17 +178,70 @@ def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "b
     if k < config.evaluation.k:
         say(f"evaluation.k {config.evaluation.k} > {n - 1} other tracks in the {split} split: using k = {k}")
     facets = evaluation.facets_from_prepared(prepared, positions, match)
+    tracks = prepared.tracks.iloc[positions]
+    settings = BootstrapSettings.from_config(config)
+    per_query = PerQuery(tracks["track_id"].to_numpy(str), tracks["artist_id"].to_numpy(str),
+                         tracks["album_id"].to_numpy(str), k, {})
+    results = {}
+    for name, build in networks.items():
+        embeddings = training.embed_rows(build(), cache, rows)
+        results[name], per_query.models[name] = evaluation.evaluate_embeddings(
+            embeddings, facets, k=k, chunk_size=config.evaluation.chunk_size, bootstrap=settings,
+            clusters=per_query.clusters(settings), return_per_query=True)
+    return {"split": split, "k": k, "match": match, "tracks": n}, results, per_query
 
-    def evaluate(network) -> dict:
-        return evaluation.evaluate_embeddings(training.embed_rows(network, cache, rows), facets, k=k,
-                                              chunk_size=config.evaluation.chunk_size)
 
-    results = evaluate(model)
-    baseline = evaluate(training.compile_model(config)) if untrained else None
-    table = evaluation.format_results(results, {"untrained": baseline} if baseline else None)
-    report = RunEvaluation(run, split, k, match, checkpoint, n, results, baseline, table)
-    atomic_write_json(run / "metrics.json", report.to_json())
-    atomic_write_text(run / "metrics.md", f"P@{k} on the {split} split ({n} tracks, {match} tag sets, "
-                                          f"{checkpoint} checkpoint)\n\n{table}\n")
+def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "best", match: Optional[str] = None,
+                 untrained: bool = True, say: Callable[[str], None] = print) -> RunEvaluation:
+    """P@k per facet with bootstrap intervals of a run's model on ``split`` (default: ``evaluation.split``).
+
+    With ``untrained`` the same figures for the run's architecture with its
+    seeded initial weights, the baseline that shows what training added, and
+    the paired interval of trained − untrained per facet. Intervals follow
+    ``evaluation.bootstrap_resamples``, ``confidence`` and ``bootstrap_unit`` of
+    the run's config, seeded with its ``seed``. Writes ``metrics.json``,
+    ``metrics.md`` and ``per_query.npz`` into the run folder.
+    """
+    from msd_triplet import evaluation, training
+
+    run = Path(run)
+    config = run_config(run)
+    model = training.load_run_model(run, checkpoint)
+    networks = {"trained": lambda: model}
+    if untrained:
+        networks["untrained"] = lambda: training.compile_model(config)
+    meta, results, per_query = evaluate_models(config, networks, split=split, match=match, say=say)
+    settings = BootstrapSettings.from_config(config)
+    difference = None
+    if untrained:
+        difference = paired_differences(per_query.models["trained"], per_query.models["untrained"], settings,
+                                        per_query.clusters(settings))
+    table = evaluation.format_results(results["trained"], results.get("untrained"), difference, settings.level)
+    report = RunEvaluation(run, "trained", meta["split"], meta["k"], meta["match"], f"{checkpoint} checkpoint",
+                           meta["tracks"], results["trained"], results.get("untrained"), difference, settings,
+                           per_query, table)
+    report.write()
     return report
 
+
+def evaluate_untrained(config: Config, folder: Path, *, split: Optional[str] = None, match: Optional[str] = None,
+                       say: Callable[[str], None] = print) -> RunEvaluation:
+    """P@k with intervals of the untrained model of ``config`` (its architecture, initialised from its seed).
+
+    Writes ``metrics.json`` (``"model": "untrained"``), ``metrics.md`` and
+    ``per_query.npz`` (model ``untrained``) into ``folder``. The model depends
+    only on the seed and ``config.model``, so one evaluation serves every LSI
+    setting trained with that seed.
+    """
+    from msd_triplet import evaluation, training
+
+    folder = Path(folder)
+    meta, results, per_query = evaluate_models(config, {"untrained": lambda: training.compile_model(config)},
+                                               split=split, match=match, say=say)
+    settings = BootstrapSettings.from_config(config)
+    table = evaluation.format_results(results["untrained"], level=settings.level)
+    report = RunEvaluation(folder, "untrained", meta["split"], meta["k"], meta["match"],
+                           f"untrained model, seed {config.seed}", meta["tracks"], results["untrained"], None, None,
+                           settings, per_query, table)
+    report.write()
+    return report

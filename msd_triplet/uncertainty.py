@@ -37,8 +37,8 @@ import numpy as np
 
 from msd_triplet.errors import ArgumentError
 
-__all__ = ["BOOTSTRAP_UNITS", "BootstrapSettings", "bootstrap_interval", "cluster_labels", "interval_sign",
-           "mean_of", "paired_bootstrap_interval", "paired_differences"]
+__all__ = ["BOOTSTRAP_UNITS", "BootstrapSettings", "bootstrap_interval", "cluster_labels", "format_figure",
+           "interval_sign", "level_text", "mean_of", "paired_bootstrap_interval", "paired_differences"]
 
 #: what one bootstrap draw resamples: single queries, or every query of an album / artist
 BOOTSTRAP_UNITS: tuple[str, ...] = ("query", "album", "artist")
@@ -253,6 +253,12 @@ class BootstrapSettings:
     def to_json(self) -> dict:
         return {"resamples": self.n_resamples, "level": self.level, "unit": self.unit, "seed": self.seed}
 
+    def describe(self) -> str:
+        """``95 % percentile bootstrap intervals (1,000 resamples of albums, seed 42)``."""
+        units = {"query": "queries", "album": "albums", "artist": "artists"}[self.unit]
+        return (f"{level_text(self.level)} percentile bootstrap intervals ({self.n_resamples:,} resamples of "
+                f"{units}, seed {self.seed})")
+
     def clusters(self, artist_ids: Any, album_ids: Any) -> Optional[np.ndarray]:
         """The cluster labels [N] for ``unit`` from the queries' artist and album ids; None for "query"."""
         if self.unit == "query":
@@ -301,3 +307,27 @@ def interval_sign(low: float, high: float) -> int:
     if high < 0:
         return -1
     return 0
+
+
+def format_figure(value: float, low: float = float("nan"), high: float = float("nan"), *, sd: float = float("nan"),
+                  signed: bool = False, digits: int = 4) -> str:
+    """``0.4120 ± 0.0100 [0.3880, 0.4370]``: a figure, its sd over seeds and its interval, each when it is a number.
+
+    ``signed`` writes differences with their sign (``+0.0310 [+0.0100, +0.0520]``); "–" for a missing figure.
+    """
+    def num(v: float) -> str:
+        return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+    if value is None or value != value:
+        return "–"
+    text = num(value)
+    if sd == sd and sd is not None:
+        text += f" ± {sd:.{digits}f}"
+    if low == low and high == high and low is not None and high is not None:
+        text += f" [{num(low)}, {num(high)}]"
+    return text
+
+
+def level_text(level: float) -> str:
+    """``0.95`` → ``"95 %"``."""
+    return f"{level * 100:g} %"

@@ -143,6 +143,22 @@ def test_fit_without_prepared_data_names_the_command(runner, tmp_path):
     _fails_with(result, "msd-triplet prepare")
 
 
+def test_evaluate_prints_intervals_and_the_paired_difference(runner, tiny_run, tmp_path):
+    result = runner.invoke(main, ["evaluate", str(tiny_run)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "95 % percentile bootstrap intervals (1,000 resamples of queries, seed 0)" in lines[0]
+    assert lines[1] == ("| facet | P@3 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] | "
+                        "chance | queries |")
+    genre = next(line for line in lines if line.startswith("| genre |"))
+    assert genre.count("[") == 3 and ("[+" in genre or "[-" in genre)
+    assert f"and {tiny_run / 'per_query.npz'}" in lines[-1]
+    alone = runner.invoke(main, ["evaluate", str(tiny_run), "--no-untrained"])
+    assert alone.exit_code == 0, alone.output
+    assert "| facet | P@3 [95 % CI] | chance | queries |" in alone.output and "untrained [" not in alone.output
+    _fails_with(runner.invoke(main, ["evaluate", str(tmp_path)]), "not a run folder")
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_resumes(runner, tmp_path):
     cfg = tmp_path / "demo.yaml"
@@ -169,10 +185,11 @@ evaluation:
     _no_traceback(result)
     assert result.exit_code == 0, result.output
     for stage in ("[1/5] writing", "[2/5] prepare", "[3/5] fit", "[4/5] evaluate", "[5/5] export", "| genre |",
-                  "untrained"):
+                  "untrained [95 % CI]", "trained − untrained [paired 95 % CI]", "percentile bootstrap intervals"):
         assert stage in result.output, stage
     run = tmp_path / "runs" / "experiment"
     assert (run / "metrics.json").is_file() and (run / "checkpoints" / "epoch-002.weights.h5").is_file()
+    assert (run / "per_query.npz").is_file()
     assert (run / "savedmodel" / "saved_model.pb").is_file()
     again = runner.invoke(main, ["demo", "--config", str(cfg)])
     assert again.exit_code == 0, again.output

@@ -18,9 +18,11 @@ from msd_triplet.evaluation import (
     facets_from_prepared,
     format_results,
     nearest_neighbours,
+    per_query_precision,
     precision_at_k,
     split_rows,
 )
+from msd_triplet.uncertainty import BootstrapSettings, bootstrap_interval
 from msd_triplet.tagsets import PreparedData, TagMatrix
 
 
@@ -144,8 +146,12 @@ def test_precision_and_chance_match_loops(kind):
     ref = sklearn_neighbours(x, k)
     labelled = [i for i in range(n) if (dense[i].any() if kind != "id" else ids[i] not in ("", None))]
     assert facet.labelled.tolist() == [i in labelled for i in range(n)]
-    expected = np.mean([np.mean([relevant_by_loop(kind, dense, ids, i, j) for j in ref[i]]) for i in labelled])
-    assert precision_at_k(nearest_neighbours(x, k), facet) == pytest.approx(expected, abs=1e-12)
+    per_query = [np.mean([relevant_by_loop(kind, dense, ids, i, j) for j in ref[i]]) if i in labelled else np.nan
+                 for i in range(n)]
+    ours = per_query_precision(nearest_neighbours(x, k), facet)
+    assert ours.dtype == np.float64 and ours.shape == (n,)
+    np.testing.assert_allclose(ours, per_query, rtol=0, atol=1e-12)  # NaN where per_query is NaN
+    assert precision_at_k(nearest_neighbours(x, k), facet) == pytest.approx(np.nanmean(per_query), abs=1e-12)
     chance = np.mean([sum(relevant_by_loop(kind, dense, ids, i, j) for j in range(n) if j != i) / (n - 1)
                       for i in labelled])
     assert chance_precision(facet) == pytest.approx(chance, abs=1e-12)
@@ -176,6 +182,8 @@ def test_hand_computed_facets():
                                                                      [False, False]]
     assert overlap.relevant(np.arange(5), neighbours).tolist() == [[True, True], [True, False], [True, True],
                                                                    [False, False], [False, False]]
+    assert per_query_precision(neighbours, identical).tolist()[:4] == [0.5, 0.0, 0.0, 0.0]
+    assert np.isnan(per_query_precision(neighbours, identical)[4])
     assert precision_at_k(neighbours, identical) == pytest.approx(0.5 / 4)
     assert precision_at_k(neighbours, overlap) == pytest.approx((1 + 0.5 + 1 + 0) / 4)
     assert chance_precision(identical) == pytest.approx((1 + 1 + 0 + 0) / 4 / 4)
@@ -250,15 +258,43 @@ def test_evaluate_and_format():
     rows = np.arange(6)
     x = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.2]], np.float32)
     results = evaluate_embeddings(x, facets_from_prepared(prepared, rows), k=1)
-    assert results["artist"] == {"precision": 1.0, "chance": pytest.approx(0.2), "queries": 6, "k": 1}
+    assert results["artist"] == {"precision": 1.0, "ci_low": 1.0, "ci_high": 1.0, "chance": pytest.approx(0.2),
+                                 "queries": 6, "k": 1}
     assert results["genre"]["precision"] == pytest.approx(2 / 6)  # only 0 and 1 share a genre set
+    # the interval is the bootstrap of the per-query precisions [1, 1, 0, 0, 0, 0] with seed 0
+    assert (results["genre"]["ci_low"], results["genre"]["ci_high"]) == bootstrap_interval([1, 1, 0, 0, 0, 0], seed=0)
     json.dumps(results)  # plain Python numbers only
     assert all(type(v) in (float, int) for r in results.values() for v in r.values())
-    shuffled = {name: {**r, "precision": 0.5} for name, r in results.items()}
-    table = format_results(results, extra_columns={"untrained": shuffled}).splitlines()
-    assert table[0] == "| facet | P@1 | untrained | chance | queries |"
-    assert table[1] == "|---|---|---|---|---|"
-    assert table[2] == "| genre | 0.3333 | 0.5000 | 0.2667 | 6 |"
-    assert len(table) == 2 + len(results)
+    untrained = {name: {**r, "precision": 0.5, "ci_low": 0.25, "ci_high": 0.75} for name, r in results.items()}
+    difference = {name: {"difference": -0.1, "ci_low": -0.3, "ci_high": 0.1} for name in results}
+    difference["genre"] = {"difference": 0.2, "ci_low": 0.05, "ci_high": 0.35}
+    table = format_results(results, untrained=untrained, difference=difference).splitlines()
+    assert table[0] == ("| facet | P@1 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] | "
+                        "chance | queries |")
+    assert table[1] == "|---|---|---|---|---|---|"
+    genre = results["genre"]
+    assert table[2] == (f"| genre | 0.3333 [{genre['ci_low']:.4f}, {genre['ci_high']:.4f}] | 0.5000 [0.2500, 0.7500] | "
+                        "+0.2000 [+0.0500, +0.3500] * | 0.2667 | 6 |")
+    assert table[3].startswith("| mood |") and " | -0.1000 [-0.3000, +0.1000] | " in table[3]  # not marked
+    assert table[-1] == "Marked *: the paired 95 % interval of trained − untrained excludes 0."
+    assert len(table) == 2 + len(results) + 2
+    alone = format_results(results, level=0.9).splitlines()
+    assert alone[0] == "| facet | P@1 [90 % CI] | chance | queries |" and len(alone) == 2 + len(results)
     with pytest.raises(ValueError, match="facet 'genre' has 6 tracks, embeddings have 5 rows"):
         evaluate_embeddings(x[:5], facets_from_prepared(prepared, rows), k=1)
+
+
+def test_evaluate_returns_per_query_and_uses_clusters():
+    prepared = tiny_prepared()
+    facets = facets_from_prepared(prepared, np.arange(6))
+    x = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.2]], np.float32)
+    settings = BootstrapSettings(n_resamples=300, level=0.9, seed=3, unit="album")
+    clusters = settings.clusters(prepared.tracks["artist_id"], prepared.tracks["album_id"])
+    results, per_query = evaluate_embeddings(x, facets, k=2, bootstrap=settings, clusters=clusters,
+                                             return_per_query=True)
+    assert list(per_query) == list(results) == list(facets)
+    for name, values in per_query.items():
+        np.testing.assert_array_equal(values, per_query_precision(nearest_neighbours(x, 2), facets[name]))
+        assert results[name]["precision"] == pytest.approx(np.nanmean(values), abs=1e-15)
+        assert (results[name]["ci_low"], results[name]["ci_high"]) == bootstrap_interval(
+            values, n_resamples=300, level=0.9, seed=3, clusters=clusters)

@@ -123,21 +123,83 @@ def test_missing_features_and_small_split_are_clear_errors(prepared_root, tmp_pa
         fit(big, verbose=0, say=lambda _: None)
 
 
-def test_evaluate_run_writes_metrics_beside_an_untrained_model(prepared_root, tmp_path):
+def test_evaluate_run_writes_metrics_with_intervals_beside_an_untrained_model(tiny_run, tmp_path):
     from msd_triplet import evaluation, runs
-    from msd_triplet.training import fit, load_run_model
+    from msd_triplet.training import compile_model, load_run_model
+    from msd_triplet.uncertainty import BootstrapSettings, paired_bootstrap_interval
 
-    config = _config(prepared_root, tmp_path, epochs=1)
-    run = fit(config, verbose=0, say=lambda _: None).run_dir
+    run = tiny_run
+    config = load_config(run / "config.yaml")
     report = runs.evaluate_run(run, say=lambda _: None)
     saved = json.loads((run / "metrics.json").read_text())
-    assert saved["split"] == "test" and saved["k"] == 3 and set(saved["facets"]) == {
-        "genre", "style", "mood", "theme", "artist", "album"}
-    assert saved["untrained"]["genre"]["chance"] == saved["facets"]["genre"]["chance"]
-    assert "| genre |" in (run / "metrics.md").read_text()
-    # the figures are those of the model's own embeddings of the test tracks
+    assert saved["split"] == "test" and saved["k"] == 3 and saved["model"] == "trained"
+    assert saved["bootstrap"] == {"resamples": 1000, "level": 0.95, "unit": "query", "seed": config.seed}
+    facets = ["genre", "style", "mood", "theme", "artist", "album"]
+    assert list(saved["facets"]) == list(saved["untrained"]) == list(saved["difference"]) == facets
+    for facet in facets:
+        for figures in (saved["facets"][facet], saved["untrained"][facet]):
+            assert set(figures) == {"precision", "ci_low", "ci_high", "chance", "queries", "k"}
+            assert figures["ci_low"] <= figures["precision"] <= figures["ci_high"]
+        assert saved["untrained"][facet]["chance"] == saved["facets"][facet]["chance"]
+    # per_query.npz: the test tracks in order, both models; the paired interval is that of these arrays
     embeddings, positions, prepared = runs.split_embeddings(load_run_model(run), config, "test")
-    expected = evaluation.evaluate_embeddings(embeddings, evaluation.facets_from_prepared(prepared, positions), k=3)
-    assert report.results == expected and report.tracks == len(positions)
+    per_query = runs.PerQuery.load(run / "per_query.npz")
+    assert per_query.track_ids.tolist() == prepared.tracks["track_id"].iloc[positions].tolist()
+    assert per_query.album_ids.tolist() == prepared.tracks["album_id"].iloc[positions].tolist()
+    assert list(per_query.models) == ["trained", "untrained"] and per_query.k == 3
+    for facet in facets:
+        trained, untrained = per_query.models["trained"][facet], per_query.models["untrained"][facet]
+        assert np.nanmean(trained) == pytest.approx(saved["facets"][facet]["precision"], abs=1e-12)
+        difference = saved["difference"][facet]
+        assert difference["difference"] == pytest.approx(
+            saved["facets"][facet]["precision"] - saved["untrained"][facet]["precision"], abs=1e-12)
+        assert [difference["ci_low"], difference["ci_high"]] == list(
+            paired_bootstrap_interval(trained, untrained, seed=config.seed))
+    # the figures are those of the model's own embeddings of the test tracks, and of a fresh model
+    settings = BootstrapSettings.from_config(config)
+    facet_map = evaluation.facets_from_prepared(prepared, positions)
+    assert report.results == evaluation.evaluate_embeddings(embeddings, facet_map, k=3, bootstrap=settings)
+    fresh, _, _ = runs.split_embeddings(compile_model(config), config, "test")
+    assert report.untrained == evaluation.evaluate_embeddings(fresh, facet_map, k=3, bootstrap=settings)
+    assert report.tracks == len(positions)
+    text = (run / "metrics.md").read_text()
+    assert "95 % percentile bootstrap intervals (1,000 resamples of queries, seed 0)" in text
+    assert "| facet | P@3 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] |" in text
     with pytest.raises(DataError, match="not a run folder"):
         runs.evaluate_run(tmp_path / "nothing", say=lambda _: None)
+
+
+def test_album_bootstrap_and_the_untrained_model_alone(tiny_run, tmp_path):
+    import shutil
+
+    from msd_triplet import runs
+    from msd_triplet.config import save_config, with_overrides
+    from msd_triplet.uncertainty import bootstrap_interval, cluster_labels
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard", "savedmodel*", "metrics.*",
+                                                                  "per_query.npz"))
+    config = with_overrides(load_config(run / "config.yaml"), {"evaluation.bootstrap_unit": "album",
+                                                                "evaluation.bootstrap_resamples": 200})
+    save_config(config, run / "config.yaml")
+    report = runs.evaluate_run(run, untrained=False, say=lambda _: None)
+    assert report.untrained is None and report.difference is None and "untrained" not in report.table
+    per_query = runs.PerQuery.load(run / "per_query.npz")
+    assert list(per_query.models) == ["trained"]
+    albums = cluster_labels(per_query.album_ids)
+    assert len(set(albums.tolist())) < len(albums)  # the test split has albums of several tracks
+    for facet, values in per_query.models["trained"].items():
+        assert (report.results[facet]["ci_low"], report.results[facet]["ci_high"]) == bootstrap_interval(
+            values, n_resamples=200, seed=config.seed, clusters=albums)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["bootstrap"]["unit"] == "album" and saved["difference"] is None
+    # the untrained model depends on the seed and the architecture only: another LSI size, same figures
+    other = with_overrides(config, {"lsi.k": 2})
+    alone = runs.evaluate_untrained(other, tmp_path / "untrained", say=lambda _: None)
+    assert json.loads((tmp_path / "untrained" / "metrics.json").read_text())["model"] == "untrained"
+    stored = runs.PerQuery.load(tmp_path / "untrained" / "per_query.npz")
+    assert list(stored.models) == ["untrained"]
+    with_baseline = runs.evaluate_run(run, say=lambda _: None)
+    assert alone.results == with_baseline.untrained
+    for facet, values in stored.models["untrained"].items():
+        np.testing.assert_array_equal(values, with_baseline.per_query.models["untrained"][facet])
