@@ -317,23 +317,23 @@ def similar_cmd(query: str, run_dir: Path, n: int, split: str, checkpoint: str) 
 @main.command("grid")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Experiment YAML with a grid section, e.g. experiments/demo-grid.yaml.")
-@click.option("--only", default=None, metavar="COMBINATION:K", help="Run one cell, e.g. genres-moods:160.")
+@click.option("--only", default=None, metavar="COMBINATION:K",
+              help="Run one cell (for every seed), e.g. genres-moods:160.")
 @click.option("--compare", "paper_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="The paper's numbers (experiments/paper_table2.csv): write compare.md beside the results.")
 def grid_cmd(config_path: Path, only, paper_path) -> None:
-    """Train and evaluate every tag-set combination × LSI size of the grid (paper Table II); resumable."""
-    from msd_triplet import grid
+    """Train and evaluate every tag-set combination × LSI size × seed of the grid (paper Table II), with
+    intervals; test the paper's claims; resumable."""
+    from msd_triplet import grid, gridreport
     from msd_triplet.config import load_config
 
     config = load_config(config_path)
-    report = grid.run_grid(config, only=grid.parse_only(only) if only else None, say=click.echo)
-    if paper_path is not None and len(report.results):
-        from msd_triplet import gridreport
-
-        grid.write_reports(report.folder, report.results, gridreport.read_paper(paper_path))
-        click.echo((report.folder / "compare.md").read_text(encoding="utf-8"))
-    if len(report.results):
-        click.echo((report.folder / "table2.md").read_text(encoding="utf-8"))
+    paper = gridreport.read_paper(paper_path) if paper_path is not None else None
+    report = grid.run_grid(config, only=grid.parse_only(only) if only else None, paper=paper, say=click.echo)
+    for name in ("compare.md", "table2.md", "claims.md"):
+        path = report.folder / name
+        if path in report.written:
+            click.echo(path.read_text(encoding="utf-8"))
     click.echo(f"{report.trained_now} cells trained now, {report.skipped} were done; wrote {report.folder}")
 
 
