@@ -297,10 +297,8 @@ def format_results(results: Mapping[str, Mapping], untrained: Optional[Mapping[s
     head += ["chance", "queries"]
 
     def figure(entry: Optional[Mapping], key: str = "precision", signed: bool = False) -> str:
-        if entry is None:
-            return ""
-        nan = float("nan")
-        return format_figure(entry[key], entry.get("ci_low", nan), entry.get("ci_high", nan), signed=signed)
+        return "" if entry is None else format_figure(entry[key], entry.get("ci_low"), entry.get("ci_high"),
+                                                      signed=signed)
 
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     marked = False

@@ -205,14 +205,10 @@ def _notes(notes: Sequence[str]) -> str:
     return "\n".join(f"- {n}" for n in notes)
 
 
-def _num(value: float) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-def _figure(row: pd.Series, facet: str, prefix: str = "p") -> str:
+def _figure(row: pd.Series, facet: str) -> str:
     """``mean ± sd [low, high]`` of one facet of an aggregated row (sd with 2+ seeds, interval when known)."""
-    return format_figure(row[f"{prefix}_{facet}"], row.get(f"ci_low_{facet}", math.nan),
-                         row.get(f"ci_high_{facet}", math.nan), sd=row.get(f"sd_{facet}", math.nan))
+    return format_figure(row[f"p_{facet}"], row.get(f"ci_low_{facet}"), row.get(f"ci_high_{facet}"),
+                         sd=row.get(f"sd_{facet}"))
 
 
 def _untrained_row(results: pd.DataFrame, facets: Sequence[str], intervals: Optional[pd.DataFrame]) -> pd.Series:
@@ -272,7 +268,7 @@ def table2(results: pd.DataFrame, facets: Sequence[str] = FACETS, fixed_k: Optio
     if untrained[[f"p_{f}" for f in facets]].notna().any():
         lines.append("| untrained model | | " + " | ".join(_figure(untrained, f) for f in facets) + " |")
     first = frame.iloc[0]
-    lines.append("| chance | | " + " | ".join(_num(first[f"chance_{f}"]) for f in facets) + " |")
+    lines.append("| chance | | " + " | ".join(format_figure(first[f"chance_{f}"]) for f in facets) + " |")
 
     several = len(seeds) > 1
     notes = [f"P@{eval_k} per facet" + (f", mean ± sd over the {len(seeds)} training seeds "
@@ -400,5 +396,5 @@ def compare(results: pd.DataFrame, paper: pd.DataFrame, facets: Sequence[str] = 
 
 def _paper_num(value: float) -> str:
     """The paper's spelling of a precision: ``.3971``."""
-    text = _num(float(value))
+    text = format_figure(float(value))
     return text[1:] if text.startswith("0.") else text

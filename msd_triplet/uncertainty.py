@@ -309,21 +309,24 @@ def interval_sign(low: float, high: float) -> int:
     return 0
 
 
-def format_figure(value: float, low: float = float("nan"), high: float = float("nan"), *, sd: float = float("nan"),
-                  signed: bool = False, digits: int = 4) -> str:
+def format_figure(value: Optional[float], low: Optional[float] = None, high: Optional[float] = None, *,
+                  sd: Optional[float] = None, signed: bool = False, digits: int = 4) -> str:
     """``0.4120 ± 0.0100 [0.3880, 0.4370]``: a figure, its sd over seeds and its interval, each when it is a number.
 
     ``signed`` writes differences with their sign (``+0.0310 [+0.0100, +0.0520]``); "–" for a missing figure.
     """
+    def known(v: Optional[float]) -> bool:
+        return v is not None and v == v  # not None, not NaN
+
     def num(v: float) -> str:
         return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
-    if value is None or value != value:
+    if not known(value):
         return "–"
     text = num(value)
-    if sd == sd and sd is not None:
+    if known(sd):
         text += f" ± {sd:.{digits}f}"
-    if low == low and high == high and low is not None and high is not None:
+    if known(low) and known(high):
         text += f" [{num(low)}, {num(high)}]"
     return text
 
