@@ -44,14 +44,26 @@ def main() -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the catalogue and audio [default: 2019].")
 @click.option("--workers", type=int, default=None, help="Audio rendering processes [default: CPUs].")
 @click.option("--force", is_flag=True, help="Overwrite a finished data set made with other arguments.")
-def make_demo_data_cmd(out: Path, tracks, seed, workers, force) -> None:
+@click.option("--artist-strength", type=float, default=None,
+              help="Scale of each artist's own sound (timbre, register, tempo) [default: 1].")
+@click.option("--album-strength", type=float, default=None,
+              help="Scale of each album's production sound (EQ, reverb, noise floor) [default: 1].")
+@click.option("--layer-db", type=float, default=None, help="Level of the theme layers relative to the band [default: -10].")
+@click.option("--coupling", type=float, default=None,
+              help="How strongly genre and styles steer the mood and theme profiles; 0 = independent [default: 1].")
+def make_demo_data_cmd(out: Path, tracks, seed, workers, force, artist_strength, album_strength, layer_db,
+                       coupling) -> None:
     """Write the synthetic MSD-like data set (tags, metadata, audio) in the real formats."""
     from msd_triplet import synthetic
 
     kwargs = {k: v for k, v in (("tracks", tracks), ("seed", seed)) if v is not None}
+    knobs = {k: v for k, v in (("artist_strength", artist_strength), ("album_strength", album_strength),
+                               ("layer_db", layer_db), ("coupling", coupling)) if v is not None}
+    world = synthetic.WorldParams(**knobs)
     bar, progress = _progress_bar("rendering audio", unit="file")
     with bar:
-        summary = synthetic.make_demo_data(out, workers=workers, force=force, progress=progress, **kwargs)
+        summary = synthetic.make_demo_data(out, workers=workers, force=force, progress=progress, world=world,
+                                           **kwargs)
     click.echo(
         f"wrote {summary.n_tracks} tracks ({summary.n_artists} artists, {summary.n_albums} albums, "
         f"{len(summary.broken)} broken on purpose; {summary.written} audio files new) "

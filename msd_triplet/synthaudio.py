@@ -3,9 +3,11 @@
 The demo data set (:mod:`msd_triplet.synthetic`) maps tags to a
 :class:`TrackSound` and this module turns that into a waveform: a wavetable
 lead melody, a triad pad and a bass line in a major or minor key, a drum
-pattern, then distortion, a brightness low-pass, the album's production chain
-(EQ, reverb, noise floor) and a loudness target. Everything is numpy/scipy,
-vectorised per note, deterministic for a given ``numpy.random.Generator``.
+pattern, distortion, tremolo and a brightness low-pass (the band); the theme
+layers of :mod:`msd_triplet.synthlayers` at a fixed level relative to the
+band; then the album's production chain (EQ, reverb, noise floor) and a
+loudness target. Everything is numpy/scipy, vectorised per note,
+deterministic for a given ``numpy.random.Generator``.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class TrackSound:
     harmonics: tuple[float, ...]
     attack: float
     decay: float
-    note_steps: int
+    note_steps: float  # sixteenth notes per melody note
+    articulation: float  # factor on note length and decay (< 1 staccato, > 1 legato)
     register: float  # MIDI note of the melody's tonic
     pad_level: float
     bass_level: float
@@ -80,16 +83,22 @@ class TrackSound:
     mode: str  # "major" | "minor"
     key: int  # semitones above the register
     brightness_hz: float
+    body: tuple[tuple[float, float, float], ...]  # the genre's resonances (centre Hz, gain dB, Q)
     loudness_db: float
+    tremolo: float  # depth of a 7 Hz amplitude modulation of the band, 0..1
+    vibrato: float  # semitones of a 5.5 Hz pitch modulation of lead and pad
+    ostinato: bool  # the melody repeats one four-note motif
+    layers: tuple[str, ...]  # theme layers (synthlayers.LAYERS)
+    layer_db: float  # level of each layer relative to the band
     eq: tuple[tuple[float, float, float], ...]  # (centre Hz, gain dB, Q)
     reverb_wet: float
     reverb_rt60: float
     noise_db: float
     noise_cutoff_hz: float
-    bells: bool
 
 
 RENDER_SR = 22_050
+TREMOLO_HZ, VIBRATO_HZ = 7.0, 5.5
 
 
 def render(sound: TrackSound, seconds: float, rng: np.random.Generator, channels: int = 1,
@@ -103,33 +112,39 @@ def render(sound: TrackSound, seconds: float, rng: np.random.Generator, channels
     -------
     float32 [samples, channels] in [-1, 1] at ``sr`` Hz.
     """
+    from msd_triplet.synthlayers import LAYERS, Context
+
     n = int(round(seconds * sr))
     step = 60.0 / sound.tempo / 4.0  # a sixteenth note in seconds
     scale = MAJOR if sound.mode == "major" else MINOR
     tonic = sound.register + sound.key
+    t = np.arange(n) / sr
 
-    dry = np.zeros(n)
-    dry += _melody(sound, scale, tonic, step, sr, n, rng)
+    band = np.zeros(n)
+    band += _melody(sound, scale, tonic, step, sr, n, rng)
     progression = rng.choice([[0, 3, 4, 0], [0, 5, 3, 4], [0, 4, 5, 3], [0, 0, 3, 4]])
-    dry += sound.pad_level * _pads(sound, scale, tonic, progression, step, sr, n)
-    dry += sound.bass_level * _bass(scale, tonic - 24, progression, step, sr, n)
+    band += sound.pad_level * _pads(sound, scale, tonic, progression, step, sr, n)
+    band += sound.bass_level * _bass(scale, tonic - 24, progression, step, sr, n)
     if sound.distortion > 0:
         drive = 1.0 + 8.0 * sound.distortion
-        dry = np.tanh(drive * dry) / np.tanh(drive)
-    dry += sound.drum_level * _drums(sound, step, sr, n, rng)
-    if sound.bells:
-        dry += 0.25 * _bells(tonic + 24, step, sr, n)
+        band = np.tanh(drive * band) / np.tanh(drive)
+    if sound.tremolo > 0:
+        band *= 1.0 - sound.tremolo * 0.5 * (1 - np.cos(2 * np.pi * TREMOLO_HZ * t))
+    band += sound.drum_level * _drums(sound, step, sr, n, rng)
     sos = signal.butter(2, min(sound.brightness_hz, 0.45 * sr), "low", fs=sr, output="sos")
-    dry = signal.sosfilt(sos, dry)
-    for centre, gain_db, q in sound.eq:
-        if centre < 0.45 * sr:
-            dry = signal.sosfilt(_peaking(centre, gain_db, q, sr), dry)
+    band = signal.sosfilt(sos, band)
+    band = _equalise(band, sound.body, sr)
+    mix = band / (_rms(band) + 1e-12)
+    context = Context(sr, n, step, tonic, scale, rng)
+    for name in sound.layers:
+        layer = LAYERS[name](context)
+        mix += 10 ** (sound.layer_db / 20) * layer / (_rms(layer) + 1e-12)
+    mix = _equalise(mix, sound.eq, sr)
 
     out = np.empty((n, channels))
     for c in range(channels):
-        out[:, c] = dry + sound.reverb_wet * _reverb(dry, sound.reverb_rt60, sr, rng)
-    rms = np.sqrt(np.mean(out**2)) + 1e-12
-    out *= 10 ** (sound.loudness_db / 20) / rms
+        out[:, c] = mix + sound.reverb_wet * _reverb(mix, sound.reverb_rt60, sr, rng)
+    out *= 10 ** (sound.loudness_db / 20) / (_rms(out) + 1e-12)
     noise = rng.standard_normal((n, channels))
     noise = signal.sosfilt(signal.butter(1, min(sound.noise_cutoff_hz, 0.45 * sr), "low", fs=sr,
                                          output="sos"), noise, axis=0)
@@ -137,42 +152,66 @@ def render(sound: TrackSound, seconds: float, rng: np.random.Generator, channels
     return np.tanh(out).astype(np.float32)  # soft limiter
 
 
-def _midi_hz(m: np.ndarray | float) -> np.ndarray | float:
+def _equalise(x: np.ndarray, bands, sr: int) -> np.ndarray:
+    """``x`` through peaking filters (centre Hz, gain dB, Q); bands above 0.45 sr are left out."""
+    for centre, gain_db, q in bands:
+        if centre < 0.45 * sr:
+            x = signal.sosfilt(_peaking(centre, gain_db, q, sr), x)
+    return x
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x**2)))
+
+
+def midi_hz(m: np.ndarray | float) -> np.ndarray | float:
+    """Frequency in Hz of MIDI note ``m`` (A4 = 69 = 440 Hz)."""
     return 440.0 * 2.0 ** ((np.asarray(m) - 69.0) / 12.0)
 
 
-def _wavetable(harmonics: np.ndarray) -> np.ndarray:
+def wavetable(harmonics: np.ndarray) -> np.ndarray:
+    """One cycle (2,048 samples) of a tone with the given partial amplitudes, peak 1."""
     phase = 2 * np.pi * np.arange(_TABLE) / _TABLE
     h = np.arange(1, len(harmonics) + 1)[:, None]
     table = (np.asarray(harmonics)[:, None] * np.sin(h * phase)).sum(0)
     return table / (np.abs(table).max() + 1e-12)
 
 
-def _tone(table: np.ndarray, hz: float, n: int, sr: int, attack: float, decay: float) -> np.ndarray:
+def tone(table: np.ndarray, hz: float, n: int, sr: int, attack: float, decay: float,
+         vibrato: float = 0.0) -> np.ndarray:
+    """``n`` samples of ``table`` at ``hz`` with an attack/decay envelope and ``vibrato`` semitones."""
     t = np.arange(n) / sr
-    idx = ((hz * _TABLE / sr) * np.arange(n)).astype(np.int64) % _TABLE
+    if vibrato:
+        inst = hz * 2.0 ** (vibrato / 12 * np.sin(2 * np.pi * VIBRATO_HZ * t))
+        idx = (np.cumsum(inst) * (_TABLE / sr)).astype(np.int64) % _TABLE
+    else:
+        idx = ((hz * _TABLE / sr) * np.arange(n)).astype(np.int64) % _TABLE
     env = (1 - np.exp(-t / max(attack, 1e-4))) * np.exp(-t / max(decay, 1e-3))
     return table[idx] * env
 
 
 def _melody(sound, scale, tonic, step, sr, n, rng) -> np.ndarray:
-    table = _wavetable(np.asarray(sound.harmonics))
+    table = wavetable(np.asarray(sound.harmonics))
     out = np.zeros(n)
     note = sound.note_steps * step
     degree = int(rng.integers(0, 7))
+    motif = [int(d) for d in rng.integers(0, 8, 4)]  # the repeated motif of an ostinato
     for i in range(int(n / sr / note) + 1):
         start = int((i * note + (sound.swing * note if i % 2 else 0.0)) * sr)
-        length = min(int(note * 1.5 * sr), n - start)
-        if length > 0 and rng.random() > 0.15:  # leave some rests
+        length = min(int(note * 1.5 * sound.articulation * sr), n - start)
+        if sound.ostinato:
+            degree = motif[i % 4]
+        if length > 0 and (sound.ostinato or rng.random() > 0.15):  # leave some rests
             pitch = tonic + scale[degree % 7] + 12 * (degree // 7)
-            out[start:start + length] += 0.5 * _tone(table, _midi_hz(pitch), length, sr,
-                                                     sound.attack, sound.decay)
-        degree = int(np.clip(degree + rng.integers(-2, 3), -3, 10))
+            out[start:start + length] += 0.5 * tone(table, midi_hz(pitch), length, sr, sound.attack,
+                                                    sound.decay * sound.articulation, sound.vibrato)
+        if not sound.ostinato:
+            degree = int(np.clip(degree + rng.integers(-2, 3), -3, 10))
     return out
 
 
 def _pads(sound, scale, tonic, progression, step, sr, n) -> np.ndarray:
-    table = _wavetable(np.array([1.0, 0.5, 0.3, 0.15]))
+    table = wavetable(np.array([1.0, 0.5, 0.3, 0.15]))
     bar = int(16 * step * sr)
     out = np.zeros(n)
     for b, start in enumerate(range(0, n, bar)):
@@ -181,20 +220,19 @@ def _pads(sound, scale, tonic, progression, step, sr, n) -> np.ndarray:
         for third in (0, 2, 4):  # triad of the scale: its thirds carry the mode
             d = deg + third
             pitch = tonic - 12 + scale[d % 7] + 12 * (d // 7)
-            out[start:start + length] += 0.15 * _tone(table, _midi_hz(pitch), length, sr,
-                                                      0.05 + sound.attack, 4 * bar / sr)
+            out[start:start + length] += 0.15 * tone(table, midi_hz(pitch), length, sr,
+                                                     0.05 + sound.attack, 4 * bar / sr, sound.vibrato)
     return out
 
 
 def _bass(scale, root, progression, step, sr, n) -> np.ndarray:
-    table = _wavetable(np.array([1.0, 0.3]))
+    table = wavetable(np.array([1.0, 0.3]))
     out = np.zeros(n)
     beat = int(4 * step * sr)
     for i, start in enumerate(range(0, n, beat)):
         deg = progression[(i // 4) % 4]
         length = min(beat, n - start)
-        out[start:start + length] += 0.4 * _tone(table, _midi_hz(root + scale[deg]), length, sr,
-                                                 0.005, 0.3)
+        out[start:start + length] += 0.4 * tone(table, midi_hz(root + scale[deg]), length, sr, 0.005, 0.3)
     return out
 
 
@@ -218,18 +256,6 @@ def _drums(sound, step, sr, n, rng) -> np.ndarray:
             if hits[row, s % 16] and start < n:
                 length = min(shot.size, n - start)
                 out[start:start + length] += gain * shot[:length]
-    return out
-
-
-def _bells(pitch, step, sr, n) -> np.ndarray:
-    t = np.arange(int(0.6 * sr)) / sr
-    f = _midi_hz(pitch)
-    hit = sum(a * np.sin(2 * np.pi * f * r * t) for r, a in ((1, 1.0), (2.76, 0.5), (5.4, 0.25)))
-    hit *= np.exp(-t / 0.25)
-    out = np.zeros(n)
-    for start in range(0, n, int(4 * step * sr)):
-        length = min(hit.size, n - start)
-        out[start:start + length] += hit[:length]
     return out
 
 

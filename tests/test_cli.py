@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 import pandas as pd
 import pytest
@@ -66,12 +68,20 @@ def test_make_demo_data_rejects_tiny_sizes(runner, tmp_path):
     _fails_with(result, "--tracks must be >= 60")
 
 
+def test_make_demo_data_rejects_a_negative_nuisance(runner, tmp_path):
+    result = runner.invoke(main, ["make-demo-data", "--out", str(tmp_path / "d"), "--album-strength", "-0.5"])
+    _fails_with(result, "album_strength must be >= 0, got -0.5")
+
+
 @pytest.mark.slow
 def test_make_demo_data_then_prepare(runner, tmp_path):
     out = tmp_path / "demo"
-    result = runner.invoke(main, ["make-demo-data", "--out", str(out), "--tracks", "120", "--seed", "5"])
+    result = runner.invoke(main, ["make-demo-data", "--out", str(out), "--tracks", "120", "--seed", "5",
+                                  "--album-strength", "0.5", "--coupling", "0"])
     assert result.exit_code == 0, result.output
     assert f"to {out}" in result.output
+    world = json.loads((out / "demo_info.json").read_text())["world"]
+    assert world["album_strength"] == 0.5 and world["coupling"] == 0 and world["artist_strength"] == 1.0
     cfg = tmp_path / "demo.yaml"
     cfg.write_text(f"data:\n  root: {out}\n  split_proportions: [0.7, 0.1, 0.2]\nlsi:\n  k: 10\n")
     result = runner.invoke(main, ["prepare", "--config", str(cfg), "--shard", "1/2", "--workers", "1"])

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from msd_triplet import synthetic
+from msd_triplet import demostats, demoworld, synthcatalogue, synthetic, synthlayers
 from msd_triplet.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_catalogue_structure():
     cat = synthetic.build_catalogue(600, seed=3)
     albums = {}
     for t in cat:
-        albums.setdefault((t.artist_id, t.release), []).append(t)
+        albums.setdefault(t.album, []).append(t)
     # tracks inherit their album's tags
     assert all(len({tuple(sorted(x.tags.items())) for x in ts}) == 1 for ts in albums.values())
     # titles such as "Greatest Hits" repeat across artists: album = release within artist
@@ -153,18 +153,105 @@ def test_catalogue_structure():
     assert any(len(a) > 1 for a in by_title.values())
     genres = pd.Series([t.tags["genres"][0] for t in cat]).value_counts(normalize=True)
     assert genres.index[0] == "Pop/Rock" and genres.iloc[0] > 0.2  # skewed like AllMusic
+    # styles are nested in the main genre
+    for t in cat:
+        assert set(t.tags["styles"]) <= set(demoworld.GENRES[t.tags["genres"][0]].styles)
+
+
+def test_mood_and_theme_sounds_depend_only_on_the_mood_and_theme_sets():
+    """The performance controls that only moods set, and the theme layers, are equal for equal sets
+    whatever the genre, style, artist and album; different sets give different controls."""
+    cat = synthetic.build_catalogue(900, seed=5)
+    by_moods, by_themes = {}, {}
+    for t in cat:
+        s = t.sound
+        by_moods.setdefault(t.tags["moods"], set()).add((s.articulation, s.tremolo, s.vibrato, s.ostinato))
+        by_themes.setdefault(t.tags["themes"], set()).add(s.layers)
+    assert all(len(v) == 1 for v in by_moods.values()), by_moods
+    assert all(v == {tuple(k)} for k, v in by_themes.items())
+    genres_of = lambda facet, tags: {t.tags["genres"][0] for t in cat if t.tags[facet] == tags}  # noqa: E731
+    shared = [m for m in by_moods if m and len(genres_of("moods", m)) >= 3]
+    assert len(shared) >= 10  # many mood sets are heard in three or more genres
+    # every mood set of the catalogue has its own summed signature
+    signatures = {tuple(synthcatalogue.mood_effects(m).values()) for m in by_moods if m}
+    assert len(signatures) == len([m for m in by_moods if m])
+
+
+def test_mood_effects_add_up():
+    fx = synthcatalogue.mood_effects(("Energetic", "Relaxed", "Happy"))
+    assert fx["tempo"] == demoworld.MOODS["Energetic"].effects["tempo"] + demoworld.MOODS["Relaxed"].effects["tempo"]
+    assert fx["mode"] == 1.0 and fx["tremolo"] == 0.0
+    assert set(fx) == set(demoworld.MOOD_EFFECTS)
+    every = {e for m in demoworld.MOODS.values() for e in m.effects}
+    assert every <= set(demoworld.MOOD_EFFECTS)  # no effect without a description
+    assert set(demoworld.THEMES) == set(synthlayers.LAYERS)  # every theme has its layer
+
+
+def _pairs_brute_force(sets, albums, artists):
+    same = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets)) if sets[i] == sets[j]]
+    return (len(same), sum(albums[i] != albums[j] for i, j in same) / len(same),
+            sum(artists[i] != artists[j] for i, j in same) / len(same))
+
+
+def test_pair_statistics_equal_a_loop_over_pairs():
+    rng = np.random.default_rng(0)
+    sets = [tuple(sorted(rng.choice(list("abcd"), rng.integers(1, 3), replace=False))) for _ in range(150)]
+    albums = [f"al{i // 5}" for i in range(150)]
+    artists = [f"ar{i // 15}" for i in range(150)]
+    stats = demostats.pair_statistics(sets, albums, artists)
+    total, other_album, other_artist = _pairs_brute_force(sets, albums, artists)
+    assert stats["identical_pairs"] == total
+    assert stats["identical_pairs_from_different_albums"] == round(other_album, 4)
+    assert stats["identical_pairs_from_different_artists"] == round(other_artist, 4)
+    assert stats["distinct_sets"] == len(set(sets))
+
+
+def test_demo_info_holds_parameters_tables_and_realised_statistics(demo):
+    info = _info(demo)
+    assert info["generator_version"] == synthetic.GENERATOR_VERSION == 2
+    assert info["world"] == synthetic.WorldParams().to_dict()
+    assert set(info["tables"]["moods"]) == set(demoworld.MOODS)
+    stats = info["statistics"]
+    assert set(stats["facets"]) == {"genres", "styles", "moods", "themes"}
+    assert stats["usable_tracks"] <= SMALL
+
+
+def test_realised_world_shares_tag_sets_across_albums_and_spans_sets_in_lsi():
+    """The design goals, measured on a default-sized catalogue: for every facet at least half of
+    the track pairs with identical tag sets come from different albums; moods depend on genre
+    only partly; LSI over all four sets finds topics that span several sets."""
+    stats = demostats.world_statistics(synthetic.build_catalogue(1500, seed=synthetic.DEFAULT_SEED))
+    for facet, f in stats["facets"].items():
+        assert f["identical_pairs_from_different_albums"] >= 0.5, (facet, f)
+        assert f["share_of_albums_whose_set_another_artist_has"] >= 0.5, (facet, f)
+    nmi = stats["normalised_mutual_information"]
+    assert 0.05 < nmi["main_genre_vs_mood_set"] < 0.6
+    assert stats["lsi_all_four_sets"]["spanning_two_or_more_sets"] >= 5
+
+
+def test_world_parameters_are_checked():
+    with pytest.raises(DataError, match="album_strength must be >= 0"):
+        synthetic.WorldParams(album_strength=-1)
+    with pytest.raises(DataError, match=r"no_moods must be in \[0, 1\]"):
+        synthetic.WorldParams(no_moods=1.5)
 
 
 @pytest.mark.slow
-def test_mfcc_baseline_finds_genre_album_and_mood_structure(tmp_path):
+def test_mfcc_baseline_hears_genre_moods_and_themes_on_unseen_albums(tmp_path):
     """A baseline we did not write (librosa MFCC + scikit-learn logistic regression)."""
     spec = importlib.util.spec_from_file_location("demo_bench", REPO / "benchmarks" / "demo_data.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "demo"
-    synthetic.make_demo_data(out, tracks=500, seed=11)
+    synthetic.make_demo_data(out, tracks=600, seed=11)
     r = bench.baseline(out)
-    genre, album, mood = r["genre"], r["album_within_artist"], r["mood_arousal"]
-    assert 2 * genre["chance_balanced"] < genre["balanced_accuracy"] < 0.98, r
-    assert album["accuracy"] > album["chance"] + 0.15, r
-    assert mood["balanced_accuracy"] > 0.6, r
+    # At this size (about 480 usable tracks, 244 for training) a mood *set* has too few examples
+    # to learn; the full-size numbers are in the README (benchmarks/demo_data.py). Here: genre and
+    # theme sets on unseen albums, and every tag set's tags on average.
+    for task in ("genre", "theme_set"):
+        result = r["album_disjoint"][task]
+        assert result["accuracy"] > result["majority_class"] + 0.1, (task, r)
+    aucs = r["tag_auc_album_disjoint"]
+    assert np.mean(list(aucs["moods"].values())) > 0.62, aucs
+    assert np.mean(list(aucs["themes"].values())) > 0.7, aucs
+    assert r["album_within_artist"]["accuracy"] > r["album_within_artist"]["chance"] + 0.15, r
