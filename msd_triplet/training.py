@@ -190,7 +190,20 @@ def embed_rows(model, cache, rows: np.ndarray, batch_size: int = 256) -> np.ndar
     from msd_triplet.features import feature_dataset
 
     dataset = feature_dataset(cache, rows, batch_size=batch_size)
-    return np.concatenate([np.asarray(model.predict_on_batch(x)) for x in dataset], axis=0)
+    return np.concatenate([predict_full_batches(model, np.asarray(x), batch_size) for x in dataset], axis=0)
+
+
+def predict_full_batches(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model.predict_on_batch(x)`` with a short last batch zero-padded to ``batch_size``.
+
+    Every call then has one input shape, so the predict function is traced once per
+    model instead of again for each short batch (and TensorFlow's retracing warning
+    stays away). Rows are independent in inference, so the padding changes nothing.
+    """
+    n = len(x)
+    if 0 < n < batch_size:
+        x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+    return np.asarray(model.predict_on_batch(x))[:n]
 
 
 # --------------------------------------------------------------------------- run folder

@@ -203,3 +203,24 @@ def test_album_bootstrap_and_the_untrained_model_alone(tiny_run, tmp_path):
     assert alone.results == with_baseline.untrained
     for facet, values in stored.models["untrained"].items():
         np.testing.assert_array_equal(values, with_baseline.per_query.models["untrained"][facet])
+
+
+def test_predict_full_batches_pads_the_short_batch_and_traces_once():
+    import keras
+
+    from msd_triplet.training import predict_full_batches
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer=keras.initializers.GlorotUniform(0))(inputs))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    expected = x @ np.asarray(model.layers[-1].kernel) + np.asarray(model.layers[-1].bias)
+    short = predict_full_batches(model, x, batch_size=8)
+    full = predict_full_batches(model, np.concatenate([x, x, x])[:8], batch_size=8)[:5]
+    assert short.shape == (5, 2)
+    np.testing.assert_allclose(short, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(full, expected, rtol=1e-5, atol=1e-6)
+    predict_full_batches(model, x[:3], batch_size=8)
+    # every call fed 8 rows: the predict function was traced once (unpadded, 10 then 5 rows trace twice)
+    assert model.predict_function.experimental_get_tracing_count() == 1
+    model.predict_on_batch(x[:4])
+    assert model.predict_function.experimental_get_tracing_count() == 2
