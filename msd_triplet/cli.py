@@ -40,7 +40,7 @@ def main() -> None:
 @main.command("make-demo-data")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"),
               show_default=True, help="Folder to write the data set into.")
-@click.option("--tracks", type=int, default=None, help="Number of tagged tracks [default: 1500].")
+@click.option("--tracks", type=int, default=None, help="Number of tagged tracks [default: 2000].")
 @click.option("--seed", type=int, default=None, help="Seed of the catalogue and audio [default: 2019].")
 @click.option("--workers", type=int, default=None, help="Audio rendering processes [default: CPUs].")
 @click.option("--force", is_flag=True, help="Overwrite a finished data set made with other arguments.")
@@ -48,7 +48,8 @@ def main() -> None:
               help="Scale of each artist's own sound (timbre, register, tempo) [default: 1].")
 @click.option("--album-strength", type=float, default=None,
               help="Scale of each album's production sound (EQ, reverb, noise floor) [default: 1].")
-@click.option("--layer-db", type=float, default=None, help="Level of the theme layers relative to the band [default: -10].")
+@click.option("--layer-db", type=float, default=None,
+              help="Level of the theme layers relative to the band, dB [default: -10].")
 @click.option("--coupling", type=float, default=None,
               help="How strongly genre and styles steer the mood and theme profiles; 0 = independent [default: 1].")
 def make_demo_data_cmd(out: Path, tracks, seed, workers, force, artist_strength, album_strength, layer_db,
@@ -233,7 +234,7 @@ def evaluate_cmd(run_dir: Path, split, checkpoint, match, no_untrained: bool) ->
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("experiments/demo.yaml"), show_default=True, help="The demo experiment.")
 @click.option("--tracks", type=click.IntRange(min=60), default=None,
-              help="Tracks of a newly written data set [default: 1500].")
+              help="Tracks of a newly written data set [default: 2000].")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes/threads for audio work.")
 def demo_cmd(config_path: Path, tracks, workers) -> None:
     """The whole pipeline on the synthetic data set: make data, prepare, fit, evaluate; one table."""
