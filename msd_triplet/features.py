@@ -296,7 +296,8 @@ def epoch_order(n: int, seed: int, epoch: int):
 
 def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, *, batch_size: int,
                     seed: Optional[int] = None, epochs: Optional[int] = 1, first_epoch: int = 0,
-                    drop_remainder: bool = False, channel_axis: bool = True):
+                    drop_remainder: bool = False, channel_axis: bool = True,
+                    order: Optional[Callable[[int], np.ndarray]] = None):
     """tf.data over cached features: ``features`` or ``(features, targets)`` batches.
 
     Parameters
@@ -310,6 +311,10 @@ def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, 
     epochs : how many epochs to yield, from ``first_epoch`` (None: forever)
     drop_remainder : drop each epoch's last, smaller batch (static batch shape)
     channel_axis : append a channel axis: features float32 [B, n_mels, frames, 1]
+    order : None, or ``order(epoch)`` → int64 [n], a permutation of range(n)
+        giving the epoch's visiting order (e.g. :func:`msd_triplet.batches.related_order_fn`);
+        replaces ``seed``'s shuffle. It must be a pure function of the epoch,
+        so a resumed run sees the same batches; it runs in a ``tf.numpy_function``.
 
     Returns
     -------
@@ -348,7 +353,20 @@ def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, 
             return feats
         return feats, (outs[0] if single else tuple(outs))
 
+    given = order  # ``order`` is the name of the default path's local below
+
+    def given_order(epoch: np.ndarray) -> np.ndarray:
+        visit = np.asarray(given(int(epoch)), dtype=np.int64)
+        if visit.shape != (n,) or not np.array_equal(np.sort(visit), np.arange(n)):
+            raise ValueError(f"feature_dataset: order({int(epoch)}) is not a permutation of range({n}) "
+                             f"(shape {visit.shape})")
+        return visit
+
     def one_epoch(epoch):
+        if given is not None:
+            visit = tf.numpy_function(given_order, [epoch], tf.int64, stateful=False)
+            visit.set_shape([n])
+            return tf.data.Dataset.from_tensor_slices(visit).batch(batch_size, drop_remainder=drop_remainder)
         order = tf.range(n, dtype=tf.int64) if seed is None else epoch_order(n, seed, epoch)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
 
