@@ -4,23 +4,28 @@ Per batch of B tracks: embeddings E [B, d], LSI vectors L [B, k], album ids A [B
 
 1. :func:`lsi_cosine` — cosine similarity of the L2-normalised rows of L,
    diagonal 0; an all-zero LSI row (see :meth:`msd_triplet.lsi.LsiModel.transform`)
-   has cosine 0 with everyone, so it is never a positive.
-2. :func:`pair_masks` — positives: cosine >= 0.8, negatives: cosine < 0.2;
+   has cosine 0 with everyone, so it is never a positive. Other relatedness
+   kinds (Jaccard overlap of binary tags, label equality) for the ablation:
+   :mod:`msd_triplet.relatedness`.
+2. :func:`pair_masks` — positives: relatedness >= 0.8, negatives: < 0.2;
    never i = j; with the album filter, pairs from one album are neither.
 3. :func:`squared_distances` — ‖e_i − e_j‖², without a square root (its
    gradient at 0 is infinite), clipped at 0.
-4. :func:`triplet_terms` — mining: ``batch_hard`` (per anchor the farthest
-   positive and the nearest negative; default), ``paper_literal`` (nearest
-   positive and farthest negative, as the paper's text reads), ``batch_all``
-   (every triplet; mean over the active ones) and ``semi_hard`` (per positive
-   pair the nearest negative farther than the positive, else the farthest).
+4. :func:`triplet_terms` — mining (:mod:`msd_triplet.mining`, all in B × B
+   memory): ``batch_hard`` (per anchor the farthest positive and the nearest
+   negative; default), ``paper_literal`` (nearest positive and farthest
+   negative, as the paper's text reads), ``batch_all`` (every triplet; mean
+   over the active ones), ``semi_hard`` (per positive pair the nearest
+   negative farther than the positive, else the farthest) and ``sct``
+   (batch-hard, where a hard triplet only pushes its negative away; Xuan et
+   al. 2020); optionally with a soft margin (softplus, Hermans et al. 2017).
 5. loss = mean over valid anchors (>= 1 positive and >= 1 negative) of
    max(0, d_ap − d_an + margin); 0 with a zero gradient when no anchor is
    valid. Every masked reduction uses finite fill values, so nothing is ever
    inf or NaN, whatever the batch.
 
 :class:`LsiTripletLoss` wires them for ``model.fit``: ``y_true`` is
-``float32 [B, k + 1]`` = the LSI vector followed by the album id (an integer
+``float32 [B, k + 1]`` = the LSI (or relatedness) vector followed by the album id (an integer
 index stored as a float; exact below 2**24), see :func:`pack_targets`.
 :class:`TripletStatistic` reports the collapse signals as Keras metrics.
 """
@@ -32,8 +37,10 @@ from typing import Any
 import keras
 import numpy as np
 
-MINING = ("batch_hard", "paper_literal", "batch_all", "semi_hard")
-STATISTICS = ("valid_anchors", "active_triplets", "positive_distance", "negative_distance", "embedding_spread")
+from msd_triplet.mining import MINING
+from msd_triplet.relatedness import KINDS
+STATISTICS = ("valid_anchors", "active_triplets", "hard_triplets", "positive_distance", "negative_distance",
+              "embedding_spread")
 _ZERO_NORM = 1e-12
 
 
@@ -71,10 +78,20 @@ def lsi_cosine(lsi):
 
 
 def pair_masks(lsi, albums, positive_threshold: float = 0.8, negative_threshold: float = 0.2,
-               album_filter: bool = True):
-    """Boolean [B, B] masks (positive, negative) of pairs, by LSI cosine; no diagonal, album filter."""
+               album_filter: bool = True, relatedness: str = "cosine"):
+    """Boolean [B, B] masks (positive, negative) of pairs; no diagonal, album filter.
+
+    ``relatedness`` says how the rows of ``lsi`` relate two tracks
+    (:func:`msd_triplet.relatedness.relatedness_matrix`): ``cosine`` of LSI
+    vectors (the paper), ``jaccard`` of binary tag vectors, ``label`` equality.
+    """
     tf = _tf()
-    cos = lsi_cosine(lsi)
+    if relatedness == "cosine":
+        cos = lsi_cosine(lsi)
+    else:
+        from msd_triplet.relatedness import relatedness_matrix
+
+        cos = relatedness_matrix(lsi, relatedness)
     size = tf.shape(cos)[0]
     allowed = tf.logical_not(tf.eye(size, dtype=tf.bool))
     if album_filter:
@@ -111,67 +128,50 @@ def _safe_mean(values, weights):
     return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
-def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard"):
+def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard",
+                  soft_margin: bool = False):
     """The mined hinge terms: (loss scalar, share of valid anchors, share of active triplets).
 
-    ``distances`` [B, B] squared distances; ``positive``/``negative`` [B, B]
-    masks. For ``batch_hard`` and ``paper_literal`` a "triplet" is one per
-    valid anchor; for ``batch_all`` every (a, p, n); for ``semi_hard`` one
-    per positive pair of a valid anchor. Active = hinge > 0.
+    See :func:`msd_triplet.mining.triplet_terms` (every mode in B × B memory).
     """
-    tf = _tf()
-    if mining not in MINING:
-        raise ValueError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
-    d = tf.convert_to_tensor(distances, tf.float32)
-    has_pos = tf.reduce_any(positive, axis=1)
-    has_neg = tf.reduce_any(negative, axis=1)
-    valid = tf.cast(tf.logical_and(has_pos, has_neg), tf.float32)
-    valid_share = tf.reduce_mean(valid)
-    big = tf.reduce_max(d) + 1.0  # finite fill larger than any distance
-    if mining in ("batch_hard", "paper_literal"):
-        if mining == "batch_hard":
-            d_ap, d_an = _masked_max(d, positive, -1.0), _masked_min(d, negative, big)
-        else:
-            d_ap, d_an = _masked_min(d, positive, big), _masked_max(d, negative, -1.0)
-        hinge = tf.nn.relu(d_ap - d_an + margin) * valid
-        active = tf.cast(hinge > 0, tf.float32)
-        return _safe_mean(hinge, valid), valid_share, _safe_mean(active, valid)
-    pos_pairs = tf.cast(positive, tf.float32) * valid[:, None]  # [a, p]
-    if mining == "batch_all":
-        triplets = pos_pairs[:, :, None] * tf.cast(negative, tf.float32)[:, None, :]  # [a, p, n]
-        hinge = tf.nn.relu(d[:, :, None] - d[:, None, :] + margin) * triplets
-        active = tf.cast(hinge > 0, tf.float32)
-        return _safe_mean(hinge, active), valid_share, _safe_mean(active, triplets)
-    # semi_hard: per (a, p), the nearest negative farther than p; if there is none, the farthest negative
-    farther = tf.logical_and(negative[:, None, :], d[:, None, :] > d[:, :, None])  # [a, p, n]
-    nearest_farther = _masked_min(tf.broadcast_to(d[:, None, :], tf.shape(farther)), farther, big)
-    farthest = _masked_max(d, negative, -1.0)[:, None]
-    d_an = tf.where(tf.reduce_any(farther, axis=-1), nearest_farther, farthest)
-    hinge = tf.nn.relu(d - d_an + margin) * pos_pairs
-    active = tf.cast(hinge > 0, tf.float32)
-    return _safe_mean(hinge, pos_pairs), valid_share, _safe_mean(active, pos_pairs)
+    from msd_triplet import mining as mining_module
+
+    return mining_module.triplet_terms(distances, positive, negative, margin, mining, soft_margin=soft_margin)
 
 
 def lsi_triplet_loss(embeddings, lsi, albums, *, positive_threshold: float = 0.8, negative_threshold: float = 0.2,
                      margin: float = 0.2, mining: str = "batch_hard", album_filter: bool = True,
-                     return_statistics: bool = False):
+                     soft_margin: bool = False, relatedness: str = "cosine", return_statistics: bool = False):
     """The whole loss on one batch; with ``return_statistics`` also a dict of :data:`STATISTICS`."""
     tf = _tf()
-    positive, negative = pair_masks(lsi, albums, positive_threshold, negative_threshold, album_filter)
+    positive, negative = pair_masks(lsi, albums, positive_threshold, negative_threshold, album_filter, relatedness)
     d = squared_distances(embeddings)
-    loss, valid_share, active_share = triplet_terms(d, positive, negative, margin, mining)
+    loss, valid_share, active_share = triplet_terms(d, positive, negative, margin, mining, soft_margin)
     if not return_statistics:
         return loss
     e = tf.convert_to_tensor(embeddings, tf.float32)
     stats = {
         "valid_anchors": valid_share,
         "active_triplets": active_share,
+        # share of valid anchors whose nearest negative is nearer than their farthest positive: for these
+        # batch-hard triplets, shrinking every distance by one factor lowers the loss (the road to collapse)
+        "hard_triplets": _hard_share(d, positive, negative),
         "positive_distance": _safe_mean(d, tf.cast(positive, tf.float32)),
         "negative_distance": _safe_mean(d, tf.cast(negative, tf.float32)),
         # root mean variance across the batch: 0 when every track maps to one point (collapse)
         "embedding_spread": tf.sqrt(tf.reduce_mean(tf.math.reduce_variance(e, axis=0))),
     }
     return loss, stats
+
+
+def _hard_share(d, positive, negative):
+    """Share of valid anchors whose nearest negative is strictly nearer than their farthest positive."""
+    tf = _tf()
+    valid = tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1))
+    farthest_positive = _masked_max(d, positive, -1.0)
+    nearest_negative = _masked_min(d, negative, tf.reduce_max(d) + 1.0)
+    weights = tf.cast(valid, tf.float32)
+    return _safe_mean(tf.cast(nearest_negative < farthest_positive, tf.float32), weights)
 
 
 def global_batch(y_true, y_pred):
@@ -193,12 +193,18 @@ def global_batch(y_true, y_pred):
 
 def _loss_config(obj) -> dict[str, Any]:
     return dict(positive_threshold=obj.positive_threshold, negative_threshold=obj.negative_threshold,
-                margin=obj.margin, mining=obj.mining, album_filter=obj.album_filter)
+                margin=obj.margin, mining=obj.mining, album_filter=obj.album_filter,
+                soft_margin=obj.soft_margin, relatedness=obj.relatedness)
 
 
-def _set_loss_config(obj, positive_threshold, negative_threshold, margin, mining, album_filter) -> None:
+def _set_loss_config(obj, positive_threshold, negative_threshold, margin, mining, album_filter,
+                     soft_margin=False, relatedness="cosine") -> None:
     if mining not in MINING:
         raise ValueError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
+    if relatedness not in KINDS:
+        raise ValueError(f"relatedness {relatedness!r}: expected one of {', '.join(KINDS)}")
+    obj.soft_margin = bool(soft_margin)
+    obj.relatedness = relatedness
     obj.positive_threshold = float(positive_threshold)
     obj.negative_threshold = float(negative_threshold)
     obj.margin = float(margin)
@@ -216,16 +222,20 @@ class LsiTripletLoss(keras.losses.Loss):
     """
 
     def __init__(self, positive_threshold: float = 0.8, negative_threshold: float = 0.2, margin: float = 0.2,
-                 mining: str = "batch_hard", album_filter: bool = True, name: str = "lsi_triplet",
-                 **kwargs: Any) -> None:
+                 mining: str = "batch_hard", album_filter: bool = True, soft_margin: bool = False,
+                 relatedness: str = "cosine", name: str = "lsi_triplet", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
-        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter)
+        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin,
+                         relatedness)
 
     @classmethod
-    def from_config_dataclass(cls, loss_config) -> "LsiTripletLoss":
-        """From a :class:`msd_triplet.config.LossConfig`."""
+    def from_config_dataclass(cls, loss_config, mining: str | None = None) -> "LsiTripletLoss":
+        """From a :class:`msd_triplet.config.LossConfig` (``mining`` overrides its mining, e.g. for a warm-up)."""
+        from msd_triplet.relatedness import SOURCE_KIND
+
         return cls(loss_config.positive_threshold, loss_config.negative_threshold, loss_config.margin,
-                   loss_config.mining, loss_config.album_filter)
+                   mining or loss_config.mining, loss_config.album_filter, loss_config.soft_margin,
+                   SOURCE_KIND[loss_config.relatedness])
 
     def call(self, y_true, y_pred):
         y_true, y_pred = global_batch(y_true, y_pred)
@@ -248,12 +258,14 @@ class TripletStatistic(keras.metrics.Mean):
 
     def __init__(self, statistic: str = "valid_anchors", positive_threshold: float = 0.8,
                  negative_threshold: float = 0.2, margin: float = 0.2, mining: str = "batch_hard",
-                 album_filter: bool = True, name: str | None = None, **kwargs: Any) -> None:
+                 album_filter: bool = True, soft_margin: bool = False, relatedness: str = "cosine",
+                 name: str | None = None, **kwargs: Any) -> None:
         if statistic not in STATISTICS:
             raise ValueError(f"statistic {statistic!r}: expected one of {', '.join(STATISTICS)}")
         super().__init__(name=name or statistic, **kwargs)
         self.statistic = statistic
-        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter)
+        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin,
+                         relatedness)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = global_batch(y_true, y_pred)

@@ -29,7 +29,7 @@ def reference(e, lsi, albums, mining, pos_th=0.8, neg_th=0.2, margin=0.2, album_
     neg = [[j for j in range(b) if allowed(i, j) and cos[i][j] < neg_th] for i in range(b)]
     d = [[float(np.sum((e[i] - e[j]) ** 2)) for j in range(b)] for i in range(b)]
     valid = [a for a in range(b) if pos[a] and neg[a]]
-    terms = []
+    terms, hard = [], []  # hard: sct triplets whose negative is nearer than the positive (always active)
     for a in valid:
         if mining == "batch_hard":
             terms.append(max(0.0, max(d[a][p] for p in pos[a]) - min(d[a][n] for n in neg[a]) + margin))
@@ -37,6 +37,10 @@ def reference(e, lsi, albums, mining, pos_th=0.8, neg_th=0.2, margin=0.2, album_
             terms.append(max(0.0, min(d[a][p] for p in pos[a]) - max(d[a][n] for n in neg[a]) + margin))
         elif mining == "batch_all":
             terms.extend(max(0.0, d[a][p] - d[a][n] + margin) for p in pos[a] for n in neg[a])
+        elif mining == "sct":  # a hard triplet (negative nearer than the positive) only pushes the negative
+            d_ap, d_an = max(d[a][p] for p in pos[a]), min(d[a][n] for n in neg[a])
+            terms.append(1.0 - d_an / 2.0 if d_an < d_ap else max(0.0, d_ap - d_an + margin))
+            hard.append(d_an < d_ap)
         else:  # semi_hard
             for p in pos[a]:
                 farther = [d[a][n] for n in neg[a] if d[a][n] > d[a][p]]
@@ -47,7 +51,8 @@ def reference(e, lsi, albums, mining, pos_th=0.8, neg_th=0.2, margin=0.2, album_
         loss = float(np.mean(active)) if active else 0.0
     else:
         loss = float(np.mean(terms)) if terms else 0.0
-    active_share = float(np.mean([t > 0 for t in terms])) if terms else 0.0
+    actives = [t > 0 or (hard[i] if hard else False) for i, t in enumerate(terms)]
+    active_share = float(np.mean(actives)) if terms else 0.0
     return loss, len(valid) / b, active_share
 
 
@@ -140,6 +145,13 @@ def test_statistics_signal_collapse():
     assert float(stats["positive_distance"]) == pytest.approx(d[pos].mean(), rel=1e-5)
     assert float(stats["negative_distance"]) == pytest.approx(d[neg].mean(), rel=1e-5)
     assert float(stats["embedding_spread"]) == pytest.approx(np.sqrt(e.var(axis=0).mean()), rel=1e-5)
+    # hard triplets: the nearest negative nearer than the farthest positive; embeddings that half follow the tags
+    e = np.concatenate([lsi, 2.0 * e], axis=1)
+    _, stats = losses.lsi_triplet_loss(e, lsi, albums, return_statistics=True)
+    d = ((e[:, None, :] - e[None, :, :]) ** 2).sum(-1)
+    valid = [a for a in range(len(e)) if pos[a].any() and neg[a].any()]
+    hard = [d[a][pos[a]].max() > d[a][neg[a]].min() for a in valid]
+    assert 0 < np.mean(hard) < 1 and float(stats["hard_triplets"]) == pytest.approx(np.mean(hard), rel=1e-6)
 
 
 @pytest.mark.parametrize("mining", MODES)
