@@ -158,8 +158,15 @@ class LossConfig:
     positive_threshold: float = 0.8
     negative_threshold: float = 0.2
     margin: float = 0.2
-    mining: Literal["batch_hard", "paper_literal", "batch_all", "semi_hard"] = "batch_hard"
+    # batch_hard (the paper's method as SPEC section 6 reads it), paper_literal, batch_all, semi_hard,
+    # sct (batch-hard with selectively contrastive hard triplets, Xuan et al. 2020)
+    mining: Literal["batch_hard", "paper_literal", "batch_all", "semi_hard", "sct"] = "batch_hard"
     album_filter: bool = True
+    # softplus(d_ap - d_an) instead of max(0, d_ap - d_an + margin) (Hermans et al. 2017)
+    soft_margin: bool = False
+    # What relates two tracks: "lsi" cosine of LSI vectors (the paper), "jaccard" overlap of the binary
+    # tags of lsi.tag_sets, "genre" equality of the main genre, "artist" equality of the artist.
+    relatedness: Literal["lsi", "jaccard", "genre", "artist"] = "lsi"
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.negative_threshold <= self.positive_threshold <= 1.0:
@@ -182,12 +189,23 @@ class TrainingConfig:
     jit_compile: bool = False
     distribution: Literal["default", "mirrored", "multi_worker"] = "default"
     runs: str = "runs"
+    # Train the first epochs with batch_all mining, then with loss.mining (0: no warm-up).
+    warmup_epochs: int = 0
+    # How batches are drawn: "random" (a shuffled permutation per epoch) or "related": groups of
+    # group_size tracks, a seed track and its positives, so every anchor has a positive in its batch.
+    batch_composition: Literal["random", "related"] = "random"
+    group_size: int = 4
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "learning_rate"):
             _check_positive(f"training.{name}", getattr(self, name))
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"training.warmup_epochs: must be >= 0, got {self.warmup_epochs}")
         if self.batch_size < 2:
             raise ConfigError(f"training.batch_size: a triplet needs >= 2 tracks, got {self.batch_size}")
+        if self.batch_composition == "related" and not 2 <= self.group_size <= self.batch_size:
+            raise ConfigError(f"training.group_size: with related batches it must lie between 2 and "
+                              f"training.batch_size ({self.batch_size}), got {self.group_size}")
         if self.early_stopping_patience < 0:
             raise ConfigError(
                 f"training.early_stopping_patience: must be >= 0, got {self.early_stopping_patience}"
@@ -253,6 +271,37 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """The triplet-selection ablation: relatedness source × mining × seed (``msd-triplet ablate``)."""
+
+    sources: tuple[str, ...] = ("lsi", "jaccard", "genre", "artist")
+    minings: tuple[str, ...] = ("batch_hard", "batch_all", "semi_hard", "paper_literal")
+    # the cell every other one is compared to, paired: SOURCE:MINING
+    reference: str = "lsi:batch_hard"
+    folder: str = "ablations"
+    # training seeds (empty = just the config's seed)
+    seeds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        from msd_triplet.relatedness import SOURCES
+
+        allowed_minings = typing.get_args(typing.get_type_hints(LossConfig)["mining"])
+        for key, values, allowed in (("sources", self.sources, SOURCES), ("minings", self.minings, allowed_minings)):
+            if not values:
+                raise ConfigError(f"ablation.{key}: give at least one of {', '.join(allowed)}")
+            for value in values:
+                if value not in allowed:
+                    raise ConfigError(f"ablation.{key}: unknown {key[:-1]} {value!r} (allowed: {', '.join(allowed)})")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"ablation.{key}: repeated entries in {list(values)}")
+        source, _, mining = self.reference.partition(":")
+        if source not in SOURCES or mining not in allowed_minings:
+            raise ConfigError(f"ablation.reference: expected SOURCE:MINING such as lsi:batch_hard, got {self.reference!r}")
+        if len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds):
+            raise ConfigError(f"ablation.seeds: seeds must be distinct and >= 0, got {list(self.seeds)}")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment. ``seed`` controls every random process (paper VI)."""
 
@@ -266,6 +315,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self) -> None:
         missing = sorted(set(self.lsi.tag_sets) - set(self.data.tag_sets))

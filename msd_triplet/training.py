@@ -103,11 +103,12 @@ def distribution_strategy(config: Config):
     return tf.distribute.get_strategy()
 
 
-def compile_model(config: Config, seed: int | None = None, strategy=None):
+def compile_model(config: Config, seed: int | None = None, strategy=None, mining: str | None = None):
     """The DPNN of ``config.model`` compiled with Adam, the LSI triplet loss and its statistics.
 
     Built under ``strategy`` (default: the current one); with several replicas
     batch normalisation is synchronised and the loss gathers the global batch.
+    ``mining`` overrides ``config.loss.mining`` (the warm-up uses ``batch_all``).
     """
     import tensorflow as tf
 
@@ -118,10 +119,22 @@ def compile_model(config: Config, seed: int | None = None, strategy=None):
         model = build_dpnn(config.model, audio.feature_shape(config.features),
                            seed=config.seed if seed is None else seed,
                            synchronized_bn=strategy.num_replicas_in_sync > 1)
-        loss = losses.LsiTripletLoss.from_config_dataclass(config.loss)
-        model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate), loss=loss,
-                      metrics=losses.triplet_metrics(loss), jit_compile=config.training.jit_compile)
+        compile_loss(model, config, keras.optimizers.Adam(config.training.learning_rate), mining)
     return model
+
+
+def compile_loss(model, config: Config, optimizer, mining: str | None = None) -> None:
+    """(Re)compile ``model`` with ``optimizer`` (its state kept), the loss of ``config`` and its statistics."""
+    loss = losses.LsiTripletLoss.from_config_dataclass(config.loss, mining)
+    model.compile(optimizer=optimizer, loss=loss, metrics=losses.triplet_metrics(loss),
+                  jit_compile=config.training.jit_compile)
+
+
+def training_phases(config: Config, initial_epoch: int) -> list[tuple[int, int, str]]:
+    """(first epoch, end epoch, mining) of what is left to train: the batch_all warm-up, then ``loss.mining``."""
+    warmup = min(config.training.warmup_epochs, config.training.epochs)
+    phases = [(0, warmup, "batch_all"), (warmup, config.training.epochs, config.loss.mining)]
+    return [(max(start, initial_epoch), end, mining) for start, end, mining in phases if end > max(start, initial_epoch)]
 
 
 def random_batch(config: Config, k: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +169,11 @@ def dry_run(config: Config) -> DryRunReport:
 
 
 def load_training_data(config: Config, splits=("train", "validation", "test"), lsi_model=None) -> TrainingData:
-    """Prepared tracks, their cached features and LSI targets; DataError naming the command to run.
+    """Prepared tracks, their cached features and targets; DataError naming the command to run.
+
+    The targets are the vectors ``loss.relatedness`` relates tracks by (LSI vectors,
+    binary tags, a main-genre or artist label; :mod:`msd_triplet.relatedness`),
+    followed by the album index (:func:`msd_triplet.losses.pack_targets`).
 
     The LSI is fitted on the training split as ``config.lsi`` says, unless
     ``lsi_model`` (an :class:`msd_triplet.lsi.LsiModel`, e.g. a truncation of a
@@ -177,6 +194,11 @@ def load_training_data(config: Config, splits=("train", "validation", "test"), l
     else:
         matrix, _ = lsi.stacked_matrix(prepared.matrices, lsi_model.sets)
         model, vectors = lsi_model, lsi_model.transform(matrix, config.lsi.zero_norm_rtol)
+    if config.loss.relatedness != "lsi":
+        from msd_triplet.relatedness import source_vectors
+
+        vectors = source_vectors(config.loss.relatedness, prepared, np.arange(len(prepared.tracks)), vectors,
+                                 config.lsi.tag_sets)
     targets = losses.pack_targets(vectors, prepared.tracks["album_id"].to_numpy())
     split = prepared.tracks["split"].to_numpy()
     ids = prepared.tracks["track_id"].to_numpy()
@@ -384,6 +406,7 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
 
     keras.utils.set_random_seed(config.seed)
     strategy = distribution_strategy(config)
+    phases = training_phases(config, initial_epoch)
     last = run / "checkpoints" / "last.keras"
     if initial_epoch and last.is_file():
         with strategy.scope():
@@ -391,25 +414,50 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
         say(f"{run}: resuming after epoch {initial_epoch}")
     else:
         initial_epoch, state = 0, {"epoch": 0}
-        model = compile_model(config, strategy=strategy)
+        phases = training_phases(config, 0)
+        model = compile_model(config, strategy=strategy, mining=phases[0][2])
 
     steps = steps_per_epoch(n_train, batch, drop_remainder=True)
-    train = feature_dataset(data.cache, data.rows["train"], data.targets["train"], batch_size=batch,
-                            seed=config.seed, epochs=config.training.epochs - initial_epoch,
-                            first_epoch=initial_epoch, drop_remainder=True)
+    order = batch_order(config, data)
     callbacks = [RunCheckpoint(run, state, _validation(config, data), config.training.early_stopping_patience, say),
                  keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, update_freq="epoch"),
                  *callbacks]
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    model.fit(train.with_options(options), epochs=config.training.epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    for start, end, mining in phases:
+        if model.loss.mining != mining:
+            say(f"epochs {start + 1}-{end}: {mining} mining")
+            with strategy.scope():
+                compile_loss(model, config, model.optimizer, mining)
+        train = feature_dataset(data.cache, data.rows["train"], data.targets["train"], batch_size=batch,
+                                seed=config.seed, epochs=end - start, first_epoch=start, drop_remainder=True,
+                                order=order)
+        model.fit(train.with_options(options), epochs=end, initial_epoch=start, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        if model.stop_training:
+            break
     state = _read_state(run) or state
     if not state.get("finished") and state.get("epoch", 0) >= config.training.epochs:
         state["finished"] = True
         atomic_write_json(run / "state.json", state)
     return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"),
                      bool(state.get("stopped_early", False)), _read_log(run))
+
+
+def batch_order(config: Config, data: TrainingData) -> Optional[Callable[[int], np.ndarray]]:
+    """The per-epoch order of the training tracks for ``training.batch_composition`` (None: random).
+
+    ``related``: groups of ``group_size`` tracks that are positives of one another
+    (:func:`msd_triplet.batches.related_order_fn`), a function of seed and epoch.
+    """
+    if config.training.batch_composition == "random":
+        return None
+    from msd_triplet.batches import related_order_fn
+    from msd_triplet.relatedness import SOURCE_KIND
+
+    vectors, albums = losses.unpack_targets(data.targets["train"])
+    return related_order_fn(vectors, SOURCE_KIND[config.loss.relatedness], albums, config.loss.positive_threshold,
+                            config.training.batch_size, config.training.group_size, config.seed)
 
 
 def load_run_model(run: Path, which: str = "best"):

@@ -77,6 +77,13 @@ def test_frozen():
         ("evaluation:\n  bootstrap_unit: track\n", ["'evaluation.bootstrap_unit' must be one of", "'album'"]),
         ("grid:\n  seeds: [1, 2, 1]\n", ["grid.seeds: repeated seeds in [1, 2, 1]"]),
         ("grid:\n  seeds: [-3]\n", ["grid.seeds: seeds must be >= 0"]),
+        ("training:\n  warmup_epochs: -1\n", ["training.warmup_epochs: must be >= 0", "got -1"]),
+        ("training:\n  batch_composition: related\n  group_size: 1\n", ["training.group_size", "got 1"]),
+        ("training:\n  batch_composition: related\n  batch_size: 8\n  group_size: 9\n",
+         ["training.group_size", "training.batch_size (8)", "got 9"]),
+        ("training:\n  batch_composition: pk\n", ["'training.batch_composition' must be one of", "'related'"]),
+        ("loss:\n  relatedness: tfidf\n", ["'loss.relatedness' must be one of", "'jaccard'", "'tfidf'"]),
+        ("loss:\n  soft_margin: yes please\n", ["'loss.soft_margin' must be true or false"]),
         ("grid:\n  seeds: 3\n", ["'grid.seeds' must be a list"]),
     ],
 )

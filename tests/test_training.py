@@ -224,3 +224,57 @@ def test_predict_full_batches_pads_the_short_batch_and_traces_once():
     assert model.predict_function.experimental_get_tracing_count() == 1
     model.predict_on_batch(x[:4])
     assert model.predict_function.experimental_get_tracing_count() == 2
+
+
+def test_training_phases_put_the_batch_all_warm_up_first():
+    from msd_triplet.config import Config, TrainingConfig
+    from msd_triplet.training import training_phases
+
+    def phases(warmup, epochs, initial):
+        config = Config(training=TrainingConfig(warmup_epochs=warmup, epochs=epochs))
+        return training_phases(config, initial)
+
+    assert phases(0, 5, 0) == [(0, 5, "batch_hard")]
+    assert phases(2, 5, 0) == [(0, 2, "batch_all"), (2, 5, "batch_hard")]
+    assert phases(2, 5, 1) == [(1, 2, "batch_all"), (2, 5, "batch_hard")]
+    assert phases(2, 5, 3) == [(3, 5, "batch_hard")]
+    assert phases(9, 5, 0) == [(0, 5, "batch_all")]
+
+
+def _with(config, **training):
+    return dataclasses.replace(config, training=dataclasses.replace(config.training, **training))
+
+
+def test_warm_up_trains_batch_all_then_switches_and_resumes_across_the_switch(prepared_root, tmp_path):
+    import keras
+
+    from msd_triplet.training import fit
+
+    quiet = dict(verbose=0, say=lambda _: None)
+    warm = _with(_config(prepared_root, tmp_path / "warm", epochs=2), warmup_epochs=1)
+    result = fit(warm, **quiet)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert keras.models.load_model(result.run_dir / "checkpoints" / "last.keras").loss.mining == "batch_hard"
+    # epoch 1 is exactly a batch_all epoch
+    base = _config(prepared_root, tmp_path / "all", epochs=1)
+    batch_all = fit(dataclasses.replace(base, loss=dataclasses.replace(base.loss, mining="batch_all")), **quiet)
+    assert all(np.array_equal(x, y) for x, y in zip(_weights(result.run_dir, 1), _weights(batch_all.run_dir, 1)))
+    assert not all(np.array_equal(x, y) for x, y in zip(_weights(result.run_dir, 2), _weights(result.run_dir, 1)))
+    # stopped after the warm-up and resumed: the switch happens on resume, with the same result
+    split = _with(_config(prepared_root, tmp_path / "split", epochs=1), warmup_epochs=1)
+    fit(split, **quiet)
+    resumed = fit(_with(split, epochs=2), resume=True, **quiet)
+    assert all(np.allclose(x, y, rtol=0, atol=1e-6)
+               for x, y in zip(_weights(resumed.run_dir, 2), _weights(result.run_dir, 2)))
+
+
+def test_related_batches_change_the_batches_and_stay_deterministic(prepared_root, tmp_path):
+    from msd_triplet.training import fit
+
+    quiet = dict(verbose=0, say=lambda _: None)
+    related = [fit(_with(_config(prepared_root, tmp_path / name, epochs=1), batch_composition="related",
+                         group_size=2), **quiet) for name in ("a", "b")]
+    shuffled = fit(_config(prepared_root, tmp_path / "c", epochs=1), **quiet)
+    a, b, c = (_weights(r.run_dir, 1) for r in (*related, shuffled))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
