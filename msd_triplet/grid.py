@@ -129,7 +129,7 @@ def _collect(folder: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], Pat
     return frame.reset_index(drop=True), where
 
 
-def _untrained(config: Config, folder: Path, seed: int, say: Callable[[str], None]):
+def untrained_baseline(config: Config, folder: Path, seed: int, say: Callable[[str], None]):
     """(facet results, PerQuery) of the untrained model of ``seed``, evaluated now unless done."""
     from msd_triplet import runs
 
@@ -193,7 +193,7 @@ def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: O
     total = len(cells) * len(seeds)
     say(f"grid {folder}: {len(cells)} cells × {len(seeds)} seed{'s' * (len(seeds) > 1)}, "
         f"{total - len(todo)} done, {len(todo)} to train")
-    untrained = {s: _untrained(config, folder, s, say) for s in seeds}
+    untrained = {s: untrained_baseline(config, folder, s, say) for s in seeds}
     fitted: dict[tuple[str, int], object] = {}
     for number, (combination, k, seed) in enumerate(todo, start=1):
         if (combination, seed) not in fitted:  # one SVD per combination and seed, at the largest k still to train
