@@ -25,11 +25,57 @@ peak resident set is its own:
   importing TensorFlow and building the batch (the baseline). ``ru_maxrss``
   is not used: Linux carries the parent's high-water mark across fork+exec.
 
+With ``--mining-loss`` it times the loss alone instead, every mining mode
+of :mod:`msd_triplet.mining` against the dense implementation it replaced:
+
+* **cells**: every mode of :data:`msd_triplet.mining.MINING` with the hard
+  margin, ``batch_hard`` and ``batch_all`` also with the soft margin, and
+  ``dense_triplet_terms`` (``losses.triplet_terms`` up to commit 4026136,
+  [B, B, B] tensors) for ``batch_all`` and ``semi_hard``; XLA off and on;
+  each cell in a fresh child process.
+* **input**: random unit-norm embeddings [B, d] (B = 600, d = 256 by
+  default) and the masks of clustered LSI-like targets (the targets of
+  :func:`msd_triplet.training.random_batch`: 8 topics, albums of four,
+  :func:`msd_triplet.losses.pair_masks`).
+* **time**: one ``tf.function`` computing the squared distances, the loss
+  and its gradient with respect to the embeddings; the first call (tracing,
+  compilation) apart, then the median of ``--repeats`` calls or more, as
+  many as fill one second (at most 200). "others' CPU" is the CPU time the
+  rest of the machine used during the timed calls, as a share of all cores:
+  the timings are only as quiet as the machine was.
+* **memory**: the child's ``VmHWM`` after the last call, and after
+  importing TensorFlow and building the inputs (the baseline).
+* **agreement**: loss, valid share and active share of every cell, and for
+  the dense cells the largest difference of the gradients relative to the
+  largest gradient entry.
+
+Measured on 2 cores, 2026-11-29 (``--mining-loss``; Intel Xeon, TensorFlow 2.21.0, B = 600, d = 256,
+12.1 % of pairs positive; baseline 635 MiB after importing TensorFlow). Another process kept one of
+the two cores busy throughout (others' CPU ~50 %), so the times are upper bounds:
+
+| mining | margin | implementation | loss+grad ms, XLA off / on | peak MiB, XLA off / on |
+|---|---|---|---|---|
+| batch_hard | hard | mining | 8.2 / 6.4 | 655 / 756 |
+| paper_literal | hard | mining | 8.3 / 6.6 | 654 / 753 |
+| batch_all | hard | mining | 115.7 / 101.3 | 687 / 797 |
+| semi_hard | hard | mining | 131.6 / 118.1 | 693 / 844 |
+| sct | hard | mining | 8.3 / 6.1 | 656 / 754 |
+| batch_hard | soft | mining | 6.5 / 6.5 | 656 / 759 |
+| batch_all | soft | mining | 347.6 / 258.9 | 762 / 897 |
+| batch_all | hard | dense [B, B, B] | 1,899.3 / 1,498.6 | 6,062 / 4,170 |
+| semi_hard | hard | dense [B, B, B] | 1,848.6 / 978.1 | 4,093 / 2,484 |
+
+Dense / mining, XLA off / on: ``batch_all`` 16x / 15x the time and 8.8x / 5.2x the peak,
+``semi_hard`` 14x / 8x and 5.9x / 2.9x. Losses agree to 5e-8 and gradients to 9e-7 of their
+largest entry, except dense ``batch_all`` under XLA: its float32 sums over 18 M triplets are
+6.5e-6 off in the loss and count the active ones beyond 2**24 inexactly (share 2.4e-7 off).
+
 Usage::
 
     python benchmarks/train_step.py                  # paper model at 64 and 600, demo at 128, XLA off/on
     python benchmarks/train_step.py --quick          # demo model at batch 32 only, a smoke run
     python benchmarks/train_step.py --models paper --batches 600 --xla on
+    python benchmarks/train_step.py --mining-loss    # the loss alone, every mining mode vs the dense one
 """
 
 from __future__ import annotations
@@ -43,7 +89,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import _vm_hwm_mib, run_json
+from _common import _vm_hwm_mib, cpu_model, machine_cpu_seconds, own_cpu_seconds, run_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": REPO / "experiments" / "paper.yaml", "demo": REPO / "experiments" / "demo.yaml"}
@@ -112,6 +158,164 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
                 positive_share=float(np.mean(positive.numpy())), baseline_mib=baseline, peak_mib=_vm_hwm_mib())
 
 
+# --------------------------------------------------------------------------- the loss alone (--mining-loss)
+
+DENSE_MODES = ("batch_all", "semi_hard")
+
+
+def dense_triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard"):
+    """``losses.triplet_terms`` up to commit 4026136: [B, B, B] tensors for batch_all and semi_hard."""
+    import tensorflow as tf
+
+    def masked_max(values, mask, fill):
+        return tf.reduce_max(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
+
+    def masked_min(values, mask, fill):
+        return tf.reduce_min(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
+
+    def safe_mean(values, weights):
+        return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+    d = tf.convert_to_tensor(distances, tf.float32)
+    valid = tf.cast(tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1)), tf.float32)
+    valid_share = tf.reduce_mean(valid)
+    big = tf.reduce_max(d) + 1.0
+    if mining in ("batch_hard", "paper_literal"):
+        if mining == "batch_hard":
+            d_ap, d_an = masked_max(d, positive, -1.0), masked_min(d, negative, big)
+        else:
+            d_ap, d_an = masked_min(d, positive, big), masked_max(d, negative, -1.0)
+        hinge = tf.nn.relu(d_ap - d_an + margin) * valid
+        return safe_mean(hinge, valid), valid_share, safe_mean(tf.cast(hinge > 0, tf.float32), valid)
+    pos_pairs = tf.cast(positive, tf.float32) * valid[:, None]
+    if mining == "batch_all":
+        triplets = pos_pairs[:, :, None] * tf.cast(negative, tf.float32)[:, None, :]
+        hinge = tf.nn.relu(d[:, :, None] - d[:, None, :] + margin) * triplets
+        active = tf.cast(hinge > 0, tf.float32)
+        return safe_mean(hinge, active), valid_share, safe_mean(active, triplets)
+    farther = tf.logical_and(negative[:, None, :], d[:, None, :] > d[:, :, None])
+    nearest_farther = masked_min(tf.broadcast_to(d[:, None, :], tf.shape(farther)), farther, big)
+    farthest = masked_max(d, negative, -1.0)[:, None]
+    d_an = tf.where(tf.reduce_any(farther, axis=-1), nearest_farther, farthest)
+    hinge = tf.nn.relu(d - d_an + margin) * pos_pairs
+    return safe_mean(hinge, pos_pairs), valid_share, safe_mean(tf.cast(hinge > 0, tf.float32), pos_pairs)
+
+
+def measure_mining(mode: str, soft_margin: bool, dense: bool, batch: int, xla: bool, repeats: int, dim: int,
+                   k: int, gradient_path: str | None = None, seed: int = 0) -> dict:
+    """One loss cell, in this process: times in seconds, memory in MiB; saves the gradient if asked."""
+    import numpy as np
+    import tensorflow as tf
+
+    from msd_triplet import losses, mining
+
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((8, k))  # the targets of training.random_batch
+    lsi = (topics[rng.integers(0, 8, batch)] + 0.3 * rng.standard_normal((batch, k))).astype(np.float32)
+    positive, negative = losses.pair_masks(lsi, np.arange(batch) // 4)
+    e = rng.standard_normal((batch, dim))
+    embeddings = tf.constant((e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32))
+    baseline = _vm_hwm_mib()
+
+    @tf.function(jit_compile=xla)
+    def loss_and_gradient(e):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            d = losses.squared_distances(e)
+            if dense:
+                out = dense_triplet_terms(d, positive, negative, 0.2, mode)
+            else:
+                out = mining.triplet_terms(d, positive, negative, 0.2, mode, soft_margin)
+        return out, tape.gradient(out[0], e)
+
+    def run():
+        out, grad = loss_and_gradient(embeddings)
+        return [float(v) for v in out], grad.numpy()
+
+    started = time.perf_counter()
+    run()
+    first = time.perf_counter() - started
+    machine, own, wall = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
+    times = []
+    while len(times) < repeats or (sum(times) < 1.0 and len(times) < 200):  # >= 1 s: CPU clocks tick at 10 ms
+        started = time.perf_counter()
+        values, grad = run()
+        times.append(time.perf_counter() - started)
+    others = (machine_cpu_seconds() - machine - (own_cpu_seconds() - own)) / (
+        (time.perf_counter() - wall) * (os.cpu_count() or 1))
+    if gradient_path:
+        np.save(gradient_path, grad)
+    return dict(mode=mode, soft_margin=soft_margin, dense=dense, batch=batch, dim=dim, xla=xla, first=first,
+                seconds=statistics.median(times), calls=len(times), others_cpu=min(max(others, 0.0), 1.0),
+                baseline_mib=baseline, peak_mib=_vm_hwm_mib(),
+                loss=values[0], valid=values[1], active=values[2],
+                positive_share=float(np.mean(positive.numpy())), tensorflow=tf.__version__)
+
+
+def _mining_cells() -> list[tuple[str, bool, bool]]:
+    """(mode, soft margin, dense) of every loss cell."""
+    from msd_triplet.mining import MINING
+
+    cells = [(mode, False, False) for mode in MINING]
+    cells += [("batch_hard", True, False), ("batch_all", True, False)]
+    return cells + [(mode, False, True) for mode in DENSE_MODES]
+
+
+def _mining_table(rows: list[dict]) -> str:
+    lines = ["| mining | margin | implementation | XLA | first call s | loss+grad ms | peak MiB | baseline MiB "
+             "| others' CPU | loss | valid | active |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {'soft' if r['soft_margin'] else 'hard'} | {'dense [B,B,B]' if r['dense'] else 'mining'} "
+            f"| {'on' if r['xla'] else 'off'} | {r['first']:.2f} | {1e3 * r['seconds']:,.1f} | {r['peak_mib']:,.0f} "
+            f"| {r['baseline_mib']:,.0f} | {100 * r['others_cpu']:.0f} % | {r['loss']:.7f} | {r['valid']:.4f} "
+            f"| {r['active']:.7f} |")
+    return "\n".join(lines)
+
+
+def mining_loss(batches: list[int], jit: list[bool], repeats: int, dim: int, k: int) -> None:
+    """Every loss cell in its own child, then the table and the dense/new ratios."""
+    import tempfile
+
+    import numpy as np
+
+    rows, gradients = [], {}
+    with tempfile.TemporaryDirectory() as folder:
+        for batch in batches:
+            for xla in jit:
+                for mode, soft, dense in _mining_cells():
+                    path = os.path.join(folder, f"{mode}-{soft}-{dense}-{batch}-{xla}.npy")
+                    command = [sys.executable, __file__, "--mining-child", mode, str(int(soft)), str(int(dense)),
+                               str(batch), str(int(xla)), "--repeats", str(repeats), "--dim", str(dim),
+                               "--k", str(k), "--gradient", path]
+                    row = run_json(command, f"loss child {mode} soft {soft} dense {dense} batch {batch} xla {xla}",
+                                   cwd=REPO)
+                    gradients[mode, soft, dense, batch, xla] = np.load(path)
+                    rows.append(row)
+                    print(f"{mode} {'soft' if soft else 'hard'} {'dense' if dense else 'mining'} batch {batch} "
+                          f"XLA {'on' if xla else 'off'}: {1e3 * row['seconds']:,.1f} ms, "
+                          f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}), "
+                          f"loss {row['loss']:.7f}", flush=True)
+    print()
+    print(f"{os.cpu_count()} CPUs ({cpu_model()}), TensorFlow {rows[0]['tensorflow']}; d = {dim}; "
+          f"positive pairs {100 * rows[0]['positive_share']:.1f} %; median of >= {repeats} calls after the first "
+          "(as many as fill 1 s, at most 200)")
+    print(_mining_table(rows))
+    print()
+    for batch in batches:
+        for xla in jit:
+            for mode in DENSE_MODES:
+                new, old = ({r["dense"]: r for r in rows if r["mode"] == mode and not r["soft_margin"]
+                             and r["batch"] == batch and r["xla"] == xla}[key] for key in (False, True))
+                a, b = gradients[mode, False, False, batch, xla], gradients[mode, False, True, batch, xla]
+                print(f"{mode} batch {batch} XLA {'on' if xla else 'off'}: dense/new time "
+                      f"{old['seconds'] / new['seconds']:,.0f}x, peak {old['peak_mib']:,.0f} / {new['peak_mib']:,.0f}"
+                      f" MiB; |loss difference| {abs(old['loss'] - new['loss']):.1e}, active "
+                      f"{abs(old['active'] - new['active']):.1e}, gradient {np.abs(a - b).max() / np.abs(b).max():.1e}"
+                      " of its largest entry")
+
+
 def _child(model_name: str, batch: int, xla: bool, steps: int, k: int) -> dict:
     command = [sys.executable, __file__, "--child", model_name, str(batch), str(int(xla)),
                "--steps", str(steps), "--k", str(k)]
@@ -140,8 +344,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell after the first (median)")
     parser.add_argument("--k", type=int, default=16, help="LSI size of the random targets")
     parser.add_argument("--quick", action="store_true", help="demo model, batch 32, XLA off: a smoke run")
+    parser.add_argument("--mining-loss", action="store_true",
+                        help="time the loss + gradient of every mining mode against the dense one (batch 600)")
+    parser.add_argument("--repeats", type=int, default=5, help="--mining-loss: timed calls after the first (median)")
+    parser.add_argument("--dim", type=int, default=256, help="--mining-loss: embedding size")
+    parser.add_argument("--mining-child", nargs=5, metavar=("MODE", "SOFT", "DENSE", "BATCH", "XLA"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--gradient", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.mining_child:
+        mode, soft, dense, batch, xla = args.mining_child
+        print(json.dumps(measure_mining(mode, bool(int(soft)), bool(int(dense)), int(batch), bool(int(xla)),
+                                        args.repeats, args.dim, args.k, args.gradient)))
+        return
+    if args.mining_loss:
+        jit = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+        mining_loss(args.batches or [600], jit, args.repeats, args.dim, args.k)
+        return
     if args.child:
         model_name, batch, xla = args.child
         print(json.dumps(measure(model_name, int(batch), bool(int(xla)), args.steps, args.k)))
