@@ -109,7 +109,8 @@ def squared_distances(embeddings):
     sq = tf.reduce_sum(tf.square(e), axis=1)
     d = sq[:, None] - 2.0 * tf.matmul(e, e, transpose_b=True) + sq[None, :]
     d = tf.maximum(d, 0.0)
-    return tf.linalg.set_diag(d, tf.zeros(tf.shape(d)[0], d.dtype))
+    # tf.where, not set_diag: set_diag's gradient does not compile with XLA for a dynamic batch size
+    return tf.where(tf.eye(tf.shape(d)[0], dtype=tf.bool), tf.zeros_like(d), d)
 
 
 def _masked_max(values, mask, fill):

@@ -251,3 +251,24 @@ def test_dpnn_shapes_names_and_seeding():
     assert embedding_model(model).output_shape == (None, 256)
     unnormalised = build_dpnn(ModelConfig(l2_normalize=False, embedding_dim=32), seed=1)
     assert "l2_normalize" not in {layer.name for layer in unnormalised.layers}
+
+
+@pytest.mark.parametrize("mining", MODES)
+def test_xla_loss_and_gradient_with_a_dynamic_batch_size(mining):
+    import tensorflow as tf
+
+    e, lsi, albums = random_batch(11)
+    spec = [tf.TensorSpec([None, e.shape[1]]), tf.TensorSpec([None, lsi.shape[1]]), tf.TensorSpec([None])]
+
+    def loss_and_gradient(e, lsi, albums):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            value = losses.lsi_triplet_loss(e, lsi, albums, mining=mining)
+        return value, tape.gradient(value, e)
+
+    compiled = tf.function(loss_and_gradient, jit_compile=True, input_signature=spec)
+    for b in (len(e), len(e) - 3):  # one compiled function, two batch sizes
+        value, gradient = compiled(e[:b], lsi[:b], albums[:b])
+        eager_value, eager_gradient = loss_and_gradient(tf.constant(e[:b]), lsi[:b], albums[:b])
+        assert float(value) == pytest.approx(float(eager_value), rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(gradient.numpy(), eager_gradient.numpy(), rtol=1e-4, atol=1e-5)
