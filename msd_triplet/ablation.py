@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from msd_triplet.config import Config, save_config, with_overrides
+from msd_triplet.config import Config, mining_variant, save_config, with_overrides
 from msd_triplet.errors import ConfigError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
 from msd_triplet.gridreport import FACETS
@@ -131,10 +131,12 @@ def calibrate(config: Config, prepared, lsi_model, seed: int) -> dict[str, dict]
 
 
 def cell_config(config: Config, source: str, mining: str, seed: int, thresholds: dict) -> Config:
-    """One cell: the ablation's config with its source, mining, seed and the source's thresholds."""
+    """One cell: the ablation's config with its source, mining (and warm-up), seed and the source's thresholds."""
     several = len(ablation_seeds(config)) > 1
+    mode, warmup = mining_variant(mining)
     return with_overrides(config, {
-        "loss.relatedness": source, "loss.mining": mining, "seed": seed, "ablation.seeds": [],
+        "loss.relatedness": source, "loss.mining": mode, "training.warmup_epochs": warmup, "seed": seed,
+        "ablation.seeds": [],
         "loss.positive_threshold": thresholds["positive_threshold"],
         "loss.negative_threshold": thresholds["negative_threshold"],
         "name": f"{config.name}-{cell_name(source, mining, seed if several else None)}"})

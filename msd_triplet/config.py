@@ -270,11 +270,26 @@ class GridConfig:
             raise ConfigError(f"grid.seeds: seeds must be >= 0, got {list(self.seeds)}")
 
 
+def mining_variant(text: str) -> tuple[str, int]:
+    """``"batch_hard"`` → ("batch_hard", 0); ``"batch_hard+warmup3"`` → ("batch_hard", 3) (batch_all warm-up epochs).
+
+    ConfigError naming the text for an unknown mining or a malformed suffix.
+    """
+    allowed = typing.get_args(typing.get_type_hints(LossConfig)["mining"])
+    mining, plus, suffix = str(text).partition("+")
+    warmup = suffix[len("warmup"):] if suffix.startswith("warmup") else ""
+    if mining not in allowed or (plus and not (warmup.isdigit() and int(warmup) >= 1)):
+        raise ConfigError(f"unknown mining {text!r} (allowed: {', '.join(allowed)}, each optionally with "
+                          "+warmupN: N epochs of batch_all first, e.g. batch_hard+warmup3)")
+    return mining, int(warmup) if plus else 0
+
+
 @dataclass(frozen=True)
 class AblationConfig:
     """The triplet-selection ablation: relatedness source × mining × seed (``msd-triplet ablate``)."""
 
     sources: tuple[str, ...] = ("lsi", "jaccard", "genre", "artist")
+    # mining modes; "+warmupN" trains the first N epochs with batch_all (training.warmup_epochs)
     minings: tuple[str, ...] = ("batch_hard", "batch_all", "semi_hard", "paper_literal")
     # the cell every other one is compared to, paired: SOURCE:MINING
     reference: str = "lsi:batch_hard"
@@ -285,17 +300,25 @@ class AblationConfig:
     def __post_init__(self) -> None:
         from msd_triplet.relatedness import SOURCES
 
-        allowed_minings = typing.get_args(typing.get_type_hints(LossConfig)["mining"])
-        for key, values, allowed in (("sources", self.sources, SOURCES), ("minings", self.minings, allowed_minings)):
+        for key, values in (("sources", self.sources), ("minings", self.minings)):
             if not values:
-                raise ConfigError(f"ablation.{key}: give at least one of {', '.join(allowed)}")
-            for value in values:
-                if value not in allowed:
-                    raise ConfigError(f"ablation.{key}: unknown {key[:-1]} {value!r} (allowed: {', '.join(allowed)})")
+                raise ConfigError(f"ablation.{key}: give at least one")
             if len(set(values)) != len(values):
                 raise ConfigError(f"ablation.{key}: repeated entries in {list(values)}")
+        for source in self.sources:
+            if source not in SOURCES:
+                raise ConfigError(f"ablation.sources: unknown source {source!r} (allowed: {', '.join(SOURCES)})")
+        for mining in self.minings:
+            try:
+                mining_variant(mining)
+            except ConfigError as exc:
+                raise ConfigError(f"ablation.minings: {exc}") from None
         source, _, mining = self.reference.partition(":")
-        if source not in SOURCES or mining not in allowed_minings:
+        try:
+            mining_variant(mining)
+        except ConfigError:
+            source = None
+        if source not in SOURCES:
             raise ConfigError(f"ablation.reference: expected SOURCE:MINING such as lsi:batch_hard, got {self.reference!r}")
         if len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds):
             raise ConfigError(f"ablation.seeds: seeds must be distinct and >= 0, got {list(self.seeds)}")

@@ -137,7 +137,9 @@ def test_reference_difference_is_the_paired_bootstrap_of_the_per_query_files(tmp
 
 @pytest.mark.parametrize("section, message", [
     ("ablation:\n  sources: [lsi, tfidf]\n", "ablation.sources: unknown source 'tfidf'"),
-    ("ablation:\n  minings: [batch_hard, hardest]\n", "ablation.minings: unknown mining 'hardest'"),
+    ("ablation:\n  minings: [batch_hard, hardest]\n", "ablation.minings: unknown mining .hardest."),
+    ("ablation:\n  minings: [batch_hard+warmup0]\n", "ablation.minings: unknown mining .batch_hard.warmup0."),
+    ("ablation:\n  minings: [batch_hard+soft]\n", "each optionally with .warmupN"),
     ("ablation:\n  minings: []\n", "ablation.minings: give at least one"),
     ("ablation:\n  sources: [lsi, lsi]\n", "repeated entries"),
     ("ablation:\n  reference: lsi\n", "ablation.reference: expected SOURCE:MINING"),
@@ -161,3 +163,20 @@ def test_only_names_a_cell_of_the_ablation(tmp_path):
     assert parse_only("genre:batch_all", config) == ("genre", "batch_all")
     with pytest.raises(ConfigError, match="--only 'artist:batch_all'"):
         parse_only("artist:batch_all", config)
+
+
+def test_a_warm_up_variant_is_a_cell_with_batch_all_epochs_first(tmp_path):
+    from msd_triplet.ablation import cell_config
+    from msd_triplet.config import mining_variant
+
+    assert mining_variant("semi_hard") == ("semi_hard", 0)
+    assert mining_variant("batch_hard+warmup3") == ("batch_hard", 3)
+    path = tmp_path / "a.yaml"
+    path.write_text("training:\n  warmup_epochs: 2\nablation:\n  minings: [batch_hard, batch_hard+warmup3]\n")
+    config = load_config(path)
+    thresholds = {"positive_threshold": 0.5, "negative_threshold": 0.1}
+    warm = cell_config(config, "jaccard", "batch_hard+warmup3", 7, thresholds)
+    plain = cell_config(config, "jaccard", "batch_hard", 7, thresholds)
+    assert (warm.loss.mining, warm.training.warmup_epochs) == ("batch_hard", 3)
+    assert (plain.loss.mining, plain.training.warmup_epochs) == ("batch_hard", 0)  # the variant decides, not the base
+    assert (warm.seed, warm.loss.relatedness, warm.loss.positive_threshold) == (7, "jaccard", 0.5)
