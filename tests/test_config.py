@@ -25,7 +25,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments").glob("*.yaml")))
 def test_shipped_configs_load_and_round_trip(tmp_path, name):
     cfg = load_config(REPO / "experiments" / name)
     saved = save_config(cfg, tmp_path / "resolved.yaml")
@@ -40,6 +40,13 @@ def test_paper_config_holds_the_papers_numbers():
     assert (cfg.features.fmin, cfg.features.fmax) == (16.0, 11000.0)
     assert cfg.model.embedding_dim == 256 and cfg.evaluation.k == 100
     assert cfg.data.split_proportions == tuple(float(n) for n in PAPER_SPLIT_SIZES)
+
+
+def test_demo_ablation_shares_the_demos_data_splits_and_model():
+    demo, ablation = (load_config(REPO / "experiments" / n) for n in ("demo.yaml", "demo-ablation.yaml"))
+    for section in ("data", "features", "lsi", "model", "evaluation"):
+        assert getattr(demo, section) == getattr(ablation, section), section
+    assert demo.seed == ablation.seed and demo.training.batch_size == ablation.training.batch_size
 
 
 def test_empty_file_gives_defaults(tmp_path):
