@@ -19,7 +19,7 @@ peak resident set is its own:
   same jit setting, the median time of one ``tf.function`` that computes the
   loss and its gradient with respect to the embeddings - what the loss adds to
   a step. Its share of the step is the figure of merit (goal: <= 5 % at
-  batch 600). The five statistics the metrics report are timed the same way
+  batch 600). The statistics the metrics report are timed the same way
   (forward only; each metric evaluates the masks again).
 * **peak memory**: ``VmHWM`` of the child after the last step, and after
   importing TensorFlow and building the batch (the baseline). ``ru_maxrss``
@@ -324,7 +324,7 @@ def _child(model_name: str, batch: int, xla: bool, steps: int, k: int) -> dict:
 
 def _table(rows: list[dict]) -> str:
     lines = ["| model | params | batch | XLA | first step s | step s | samples/s | loss+grad ms | loss share "
-             "| 5 statistics ms | peak MiB |",
+             "| statistics ms | peak MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(

@@ -324,7 +324,7 @@ def format_ablation(results: pd.DataFrame, summary: dict, settings: BootstrapSet
     eval_k = int(results["eval_k"].iloc[0])
     seeds = sorted(set(results["seed"]))
     reference = tuple(summary["reference"])
-    lines = [f"# Triplet selection: relatedness source × mining", "",
+    lines = ["# Triplet selection: relatedness source × mining", "",
              f"P@{eval_k} on the test split; {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
              f"({', '.join(map(str, seeds))}); {settings.describe()}. With several seeds a figure is the mean "
              "over seeds, its interval that of the seed-averaged per-query precisions. Spread: RMS standard "

@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from msd_triplet.mining import MINING
+from msd_triplet.mining import MINING, masked_max, masked_min, safe_mean
 from msd_triplet.relatedness import KINDS
 STATISTICS = ("valid_anchors", "active_triplets", "hard_triplets", "positive_distance", "negative_distance",
               "embedding_spread")
@@ -113,22 +113,6 @@ def squared_distances(embeddings):
     return tf.where(tf.eye(tf.shape(d)[0], dtype=tf.bool), tf.zeros_like(d), d)
 
 
-def _masked_max(values, mask, fill):
-    tf = _tf()
-    return tf.reduce_max(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
-
-
-def _masked_min(values, mask, fill):
-    tf = _tf()
-    return tf.reduce_min(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
-
-
-def _safe_mean(values, weights):
-    """Σ values·weights / max(Σ weights, 1): 0 (and zero gradient) when nothing is weighted."""
-    tf = _tf()
-    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
-
-
 def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard",
                   soft_margin: bool = False):
     """The mined hinge terms: (loss scalar, share of valid anchors, share of active triplets).
@@ -157,8 +141,8 @@ def lsi_triplet_loss(embeddings, lsi, albums, *, positive_threshold: float = 0.8
         # share of valid anchors whose nearest negative is nearer than their farthest positive: for these
         # batch-hard triplets, shrinking every distance by one factor lowers the loss (the road to collapse)
         "hard_triplets": _hard_share(d, positive, negative),
-        "positive_distance": _safe_mean(d, tf.cast(positive, tf.float32)),
-        "negative_distance": _safe_mean(d, tf.cast(negative, tf.float32)),
+        "positive_distance": safe_mean(d, tf.cast(positive, tf.float32)),
+        "negative_distance": safe_mean(d, tf.cast(negative, tf.float32)),
         # root mean variance across the batch: 0 when every track maps to one point (collapse)
         "embedding_spread": tf.sqrt(tf.reduce_mean(tf.math.reduce_variance(e, axis=0))),
     }
@@ -169,10 +153,10 @@ def _hard_share(d, positive, negative):
     """Share of valid anchors whose nearest negative is strictly nearer than their farthest positive."""
     tf = _tf()
     valid = tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1))
-    farthest_positive = _masked_max(d, positive, -1.0)
-    nearest_negative = _masked_min(d, negative, tf.reduce_max(d) + 1.0)
+    farthest_positive = masked_max(d, positive, -1.0)
+    nearest_negative = masked_min(d, negative, tf.reduce_max(d) + 1.0)
     weights = tf.cast(valid, tf.float32)
-    return _safe_mean(tf.cast(nearest_negative < farthest_positive, tf.float32), weights)
+    return safe_mean(tf.cast(nearest_negative < farthest_positive, tf.float32), weights)
 
 
 def global_batch(y_true, y_pred):

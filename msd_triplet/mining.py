@@ -128,19 +128,19 @@ def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: st
         d_an = _semi_hard(d, negative, block_size)
         term, active = _terms(d, d_an, margin, soft_margin)
         weights = tf.cast(pos_pairs, tf.float32)
-        return _safe_mean(term, weights), valid_share, _safe_mean(tf.cast(active, tf.float32), weights)
+        return safe_mean(term, weights), valid_share, safe_mean(tf.cast(active, tf.float32), weights)
     high, low = _fills(d)
     if mining == "paper_literal":
-        d_ap, d_an = _masked_min(d, positive, high), _masked_max(d, negative, low)
+        d_ap, d_an = masked_min(d, positive, high), masked_max(d, negative, low)
     else:
-        d_ap, d_an = _masked_max(d, positive, low), _masked_min(d, negative, high)
+        d_ap, d_an = masked_max(d, positive, low), masked_min(d, negative, high)
     term, active = _terms(d_ap, d_an, margin, soft_margin)
     if mining == "sct":
         hard = d_an < d_ap
         term = tf.where(hard, 1.0 - 0.5 * d_an, term)
         active = tf.logical_or(hard, active)
     weights = tf.cast(valid, tf.float32)
-    return _safe_mean(term, weights), valid_share, _safe_mean(tf.cast(active, tf.float32), weights)
+    return safe_mean(term, weights), valid_share, safe_mean(tf.cast(active, tf.float32), weights)
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -152,17 +152,17 @@ def _fills(d):
     return tf.reduce_max(d) + 1.0, tf.reduce_min(d) - 1.0
 
 
-def _masked_max(values, mask, fill):
+def masked_max(values, mask, fill):
     tf = _tf()
     return tf.reduce_max(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
 
 
-def _masked_min(values, mask, fill):
+def masked_min(values, mask, fill):
     tf = _tf()
     return tf.reduce_min(tf.where(mask, values, tf.fill(tf.shape(values), fill)), axis=-1)
 
 
-def _safe_mean(values, weights):
+def safe_mean(values, weights):
     """Σ values·weights / max(Σ weights, 1): 0 (and zero gradient) when nothing is weighted."""
     tf = _tf()
     return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
@@ -261,8 +261,8 @@ def _semi_hard_blocked(d, negative, block_size, high, low):
 
     def body(d_rows, negative_rows):
         farther = tf.logical_and(negative_rows[:, None, :], d_rows[:, None, :] > d_rows[:, :, None])  # [a, p, n]
-        nearest = _masked_min(tf.broadcast_to(d_rows[:, None, :], tf.shape(farther)), farther, high)
-        farthest = _masked_max(d_rows, negative_rows, low)
+        nearest = masked_min(tf.broadcast_to(d_rows[:, None, :], tf.shape(farther)), farther, high)
+        farthest = masked_max(d_rows, negative_rows, low)
         return (tf.where(tf.reduce_any(farther, axis=-1), nearest, farthest[:, None]),)
 
     return _by_anchor_blocks(body, (d, negative), block_size, (tf.float32,))[0]
