@@ -370,19 +370,23 @@ def plot_ablation(summary: dict, untrained: dict, chance: dict, path: Path, eval
 
     cells = list(summary["cells"])
     facets = [f for f in FACETS if all(f in summary["cells"][c]["facets"] for c in cells)]
+    sources = list(dict.fromkeys(s for s, _ in cells))
     minings = list(dict.fromkeys(m for _, m in cells))
+    # one group of bars per source, one colour per mining
+    where = {c: sources.index(c[0]) * (len(minings) + 1) + minings.index(c[1]) for c in cells}
+    centres = [i * (len(minings) + 1) + (len(minings) - 1) / 2 for i in range(len(sources))]
     fig = Figure(figsize=(4.2 * 3, 3.6 * math.ceil(len(facets) / 3)), dpi=100)
     FigureCanvasAgg(fig)
     for i, facet in enumerate(facets):
         ax = fig.add_subplot(math.ceil(len(facets) / 3), 3, i + 1)
-        for j, cell in enumerate(cells):
+        for cell in cells:
             f = summary["cells"][cell]["facets"][facet]
             err = np.nan_to_num([[f["p"] - f["ci_low"]], [f["ci_high"] - f["p"]]])
-            ax.bar(j, f["p"], yerr=err, color=f"C{minings.index(cell[1]) % 10}", capsize=2,
-                   label=cell[1] if i == 0 and cell[1] not in [c[1] for c in cells[:j]] else None)
+            ax.bar(where[cell], f["p"], yerr=err, color=f"C{minings.index(cell[1]) % 10}", capsize=2,
+                   label=cell[1] if i == 0 and cell[0] == next(s for s, m in cells if m == cell[1]) else None)
         ax.axhline(untrained[facet]["p"], color="black", lw=1, label="untrained" if i == 0 else None)
         ax.axhline(chance[facet], color="0.5", ls="--", lw=1, label="chance" if i == 0 else None)
-        ax.set_xticks(range(len(cells)), [c[0] for c in cells], rotation=90, fontsize="x-small")
+        ax.set_xticks(centres, sources)
         ax.set_title(f"{facet}: P@{eval_k}")
         ax.grid(True, axis="y", alpha=0.3)
     fig.legend(loc="lower center", ncol=len(minings) + 2, fontsize="small", frameon=False)
