@@ -165,21 +165,12 @@ def _signals(history: list[dict]) -> dict:
 
 def _cell_row(cell: Config, source: str, mining: str, evaluation, result, seconds: float, untrained,
               calibration: dict) -> dict:
-    baseline, baseline_queries = untrained
-    evaluation.per_query.require_same_queries(baseline_queries, f"{evaluation.run_dir} and the untrained model")
-    settings = BootstrapSettings.from_config(cell)
-    difference = paired_differences(evaluation.per_query.models["trained"], baseline_queries.models["untrained"],
-                                    settings, evaluation.per_query.clusters(settings))
-    row = {"source": source, "mining": mining, "seed": cell.seed, "eval_k": evaluation.k, "epochs": result.epochs,
-           "best_epoch": result.best_epoch, "seconds": round(seconds, 1), **calibration, **_signals(result.history)}
-    nan = float("nan")
-    for facet in FACETS:
-        figures, diff = evaluation.results.get(facet, {}), difference.get(facet, {})
-        row.update({f"p_{facet}": figures.get("precision", nan), f"ci_low_{facet}": figures.get("ci_low", nan),
-                    f"ci_high_{facet}": figures.get("ci_high", nan), f"chance_{facet}": figures.get("chance", nan),
-                    f"untrained_p_{facet}": baseline.get(facet, {}).get("precision", nan),
-                    f"diff_ci_low_{facet}": diff.get("ci_low", nan), f"diff_ci_high_{facet}": diff.get("ci_high", nan)})
-    return row
+    """The results.csv row of a finished cell: thresholds, collapse signals, figures against the untrained model."""
+    from msd_triplet.grid import facet_columns
+
+    return {"source": source, "mining": mining, "seed": cell.seed, "eval_k": evaluation.k, "epochs": result.epochs,
+            "best_epoch": result.best_epoch, "seconds": round(seconds, 1), **calibration, **_signals(result.history),
+            **facet_columns(cell, evaluation, untrained)}
 
 
 def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say: Callable[[str], None] = print,

@@ -142,23 +142,34 @@ def untrained_baseline(config: Config, folder: Path, seed: int, say: Callable[[s
     return report.results, report.per_query
 
 
-def _cell_row(cell: Config, combination: str, k: int, evaluation, result, seconds: float, untrained) -> dict:
-    """The results.csv row of a finished cell: its figures, and the paired difference to the untrained model."""
+def facet_columns(cell: Config, evaluation, untrained) -> dict:
+    """Per facet f of a finished cell: ``p_f``, ``ci_low_f``, ``ci_high_f``, ``chance_f``, ``untrained_p_f``
+    and the paired interval of trained − untrained, ``diff_ci_low_f``, ``diff_ci_high_f`` (NaN where unknown).
+
+    ``evaluation``: the cell's :class:`msd_triplet.runs.RunEvaluation`; ``untrained``: (facet results,
+    PerQuery) of the untrained model of the cell's seed (:func:`untrained_baseline`).
+    """
     baseline, baseline_queries = untrained
     evaluation.per_query.require_same_queries(baseline_queries, f"{evaluation.run_dir} and the untrained model")
     settings = BootstrapSettings.from_config(cell)
     difference = paired_differences(evaluation.per_query.models["trained"], baseline_queries.models["untrained"],
                                     settings, evaluation.per_query.clusters(settings))
-    row = {"combination": combination, "k": k, "seed": cell.seed, "eval_k": evaluation.k, "epochs": result.epochs,
-           "best_epoch": result.best_epoch, "seconds": round(seconds, 1)}
+    columns = {}
     nan = float("nan")
     for facet in FACETS:
         figures, diff = evaluation.results.get(facet, {}), difference.get(facet, {})
-        row.update({f"p_{facet}": figures.get("precision", nan), f"ci_low_{facet}": figures.get("ci_low", nan),
-                    f"ci_high_{facet}": figures.get("ci_high", nan), f"chance_{facet}": figures.get("chance", nan),
-                    f"untrained_p_{facet}": baseline.get(facet, {}).get("precision", nan),
-                    f"diff_ci_low_{facet}": diff.get("ci_low", nan), f"diff_ci_high_{facet}": diff.get("ci_high", nan)})
-    return row
+        columns.update({f"p_{facet}": figures.get("precision", nan), f"ci_low_{facet}": figures.get("ci_low", nan),
+                        f"ci_high_{facet}": figures.get("ci_high", nan), f"chance_{facet}": figures.get("chance", nan),
+                        f"untrained_p_{facet}": baseline.get(facet, {}).get("precision", nan),
+                        f"diff_ci_low_{facet}": diff.get("ci_low", nan),
+                        f"diff_ci_high_{facet}": diff.get("ci_high", nan)})
+    return columns
+
+
+def _cell_row(cell: Config, combination: str, k: int, evaluation, result, seconds: float, untrained) -> dict:
+    """The results.csv row of a finished cell: its figures, and the paired difference to the untrained model."""
+    return {"combination": combination, "k": k, "seed": cell.seed, "eval_k": evaluation.k, "epochs": result.epochs,
+            "best_epoch": result.best_epoch, "seconds": round(seconds, 1), **facet_columns(cell, evaluation, untrained)}
 
 
 def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: Optional[pd.DataFrame] = None,
