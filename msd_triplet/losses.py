@@ -38,7 +38,8 @@ import keras
 import numpy as np
 
 from msd_triplet.mining import MINING, masked_max, masked_min, safe_mean
-from msd_triplet.relatedness import KINDS
+from msd_triplet.relatedness import KINDS, relatedness_matrix
+
 STATISTICS = ("valid_anchors", "active_triplets", "hard_triplets", "positive_distance", "negative_distance",
               "embedding_spread")
 _ZERO_NORM = 1e-12
@@ -86,12 +87,7 @@ def pair_masks(lsi, albums, positive_threshold: float = 0.8, negative_threshold:
     vectors (the paper), ``jaccard`` of binary tag vectors, ``label`` equality.
     """
     tf = _tf()
-    if relatedness == "cosine":
-        cos = lsi_cosine(lsi)
-    else:
-        from msd_triplet.relatedness import relatedness_matrix
-
-        cos = relatedness_matrix(lsi, relatedness)
+    cos = relatedness_matrix(lsi, relatedness)
     size = tf.shape(cos)[0]
     allowed = tf.logical_not(tf.eye(size, dtype=tf.bool))
     if album_filter:

@@ -406,12 +406,12 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
 
     keras.utils.set_random_seed(config.seed)
     strategy = distribution_strategy(config)
-    phases = training_phases(config, initial_epoch)
     last = run / "checkpoints" / "last.keras"
     if initial_epoch and last.is_file():
         with strategy.scope():
             model = keras.models.load_model(last)
         say(f"{run}: resuming after epoch {initial_epoch}")
+        phases = training_phases(config, initial_epoch)
     else:
         initial_epoch, state = 0, {"epoch": 0}
         phases = training_phases(config, 0)
