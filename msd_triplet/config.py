@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from msd_triplet.errors import ConfigError
 
@@ -186,7 +186,12 @@ class TrainingConfig:
     epochs: int = 100
     learning_rate: float = 1e-3
     early_stopping_patience: int = 10
-    jit_compile: bool = False
+    # Numeric precision of the network (Keras dtype policies): "auto" = mixed_float16 with a GPU,
+    # mixed_bfloat16 on a CPU with bfloat16 instructions, float32 elsewhere (msd_triplet.devices).
+    # The loss, the input normalisation, the embedding layer and the L2 normalisation stay float32.
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    # Compile the train step with XLA: "auto" = on with a GPU, off on CPU (slower there, measured).
+    jit_compile: Union[bool, Literal["auto"]] = "auto"
     distribution: Literal["default", "mirrored", "multi_worker"] = "default"
     runs: str = "runs"
     # Train the first epochs with batch_all mining, then with loss.mining (0: no warm-up).
@@ -454,8 +459,16 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key, source)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, key, source)
+        for hint_i in inner:  # the first alternative that accepts the value
+            try:
+                return _coerce(hint_i, value, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: '{key}' must be {' or '.join(_expected(a) for a in inner)}, "
+                          f"got {_describe(value)}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(
@@ -483,6 +496,12 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a string, got {_describe(value)}")
         return value
     raise TypeError(f"config field '{key}' has an unsupported annotation {hint!r}")  # our bug
+
+
+def _expected(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return ", ".join(map(repr, typing.get_args(hint)))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def _describe(value: Any) -> str:

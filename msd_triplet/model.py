@@ -21,6 +21,7 @@ from typing import Optional
 import keras
 
 from msd_triplet.config import ModelConfig
+from msd_triplet.errors import ArgumentError
 
 #: (kernel [mel bands, frames], pool) per block, for each stack.
 TIMBRE_BLOCKS = (((10, 23), (2, 2)), ((5, 11), (2, 2)), ((3, 5), (2, 2)), ((2, 4), (1, 8)))
@@ -39,19 +40,20 @@ def layer_seed(seed: Optional[int], layer: str) -> Optional[int]:
     return zlib.crc32(f"{int(seed)}/{layer}".encode()) & 0x7FFFFFFF
 
 
-def _stack(x, name: str, blocks, widths, seed: Optional[int], synchronized: bool):
+def _stack(x, name: str, blocks, widths, seed: Optional[int], synchronized: bool, dtype: str):
     for i, ((kernel, pool), width) in enumerate(zip(blocks, widths), start=1):
         conv = f"{name}_conv{i}"
         init = keras.initializers.GlorotUniform(seed=layer_seed(seed, conv))
-        x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer=init, name=conv)(x)
-        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn{i}")(x)
-        x = keras.layers.Activation("elu", name=f"{name}_elu{i}")(x)
-        x = keras.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool{i}")(x)
-    return keras.layers.Flatten(name=f"{name}_flatten")(x)
+        x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer=init, name=conv, dtype=dtype)(x)
+        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn{i}", dtype=dtype)(x)
+        x = keras.layers.Activation("elu", name=f"{name}_elu{i}", dtype=dtype)(x)
+        x = keras.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool{i}", dtype=dtype)(x)
+    return keras.layers.Flatten(name=f"{name}_flatten", dtype=dtype)(x)
 
 
 def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int] = (80, 130),
-               seed: Optional[int] = None, name: str = "dpnn", synchronized_bn: bool = False) -> keras.Model:
+               seed: Optional[int] = None, name: str = "dpnn", synchronized_bn: bool = False,
+               precision: str = "float32") -> keras.Model:
     """The DPNN as a functional Keras model.
 
     Parameters
@@ -63,20 +65,30 @@ def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int]
     synchronized_bn : batch statistics over the global batch of every replica
         of a ``tf.distribute`` strategy (the result then does not depend on
         the number of replicas); no effect with one replica
+    precision : the Keras dtype policy of the two conv stacks (``float32``,
+        ``mixed_bfloat16``, ``mixed_float16``; :mod:`msd_triplet.devices` picks
+        one for ``training.precision: auto``). The input normalisation, the
+        embedding layer and the L2 normalisation are float32 whatever it is:
+        they cost little, and the representation and the distances the loss
+        mines keep 24 bits of mantissa instead of 8 (bfloat16) or 11 (float16).
 
     Returns
     -------
     keras.Model: ``float32 [B, bands, frames, 1]`` → ``float32 [B, embedding_dim]``
     """
+    if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
+        raise ArgumentError(f"build_dpnn precision: expected float32, mixed_bfloat16 or mixed_float16, "
+                            f"got {precision!r}")
     inputs = keras.Input((*input_shape, 1), name="log_mel")
-    x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name="input_bn")(inputs)
-    timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed, synchronized_bn)
-    rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed, synchronized_bn)
-    x = keras.layers.Concatenate(name="concat")([timbre, rhythm])
+    x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name="input_bn", dtype="float32")(inputs)
+    timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed, synchronized_bn, precision)
+    rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed, synchronized_bn, precision)
+    x = keras.layers.Concatenate(name="concat", dtype=precision)([timbre, rhythm])
     init = keras.initializers.GlorotUniform(seed=layer_seed(seed, "embedding"))
-    x = keras.layers.Dense(config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding")(x)
+    x = keras.layers.Dense(config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding",
+                           dtype="float32")(x)
     if config.l2_normalize:
-        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from msd_triplet import audio, losses
+from msd_triplet import audio, devices, losses
 from msd_triplet.config import Config, save_config
 from msd_triplet.errors import DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
@@ -57,6 +57,8 @@ class DryRunReport:
     step_seconds: float        # second step
     loss: float
     statistics: dict[str, float]
+    precision: str             # the conv stacks' dtype policy
+    jit_compile: bool
 
 
 @dataclass
@@ -87,20 +89,16 @@ class FitResult:
 
 
 def distribution_strategy(config: Config):
-    """The ``tf.distribute`` strategy named by ``training.distribution``.
+    """The ``tf.distribute`` strategy of ``training.distribution`` (:func:`msd_triplet.devices.distribution_strategy`)."""
+    return devices.distribution_strategy(config.training.distribution)
 
-    ``default``: one device. ``mirrored``: every local GPU (or the devices
-    TensorFlow lists), one replica each. ``multi_worker``: several machines,
-    each told its role by the ``TF_CONFIG`` environment variable.
-    """
-    import tensorflow as tf
 
-    kind = config.training.distribution
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+def model_compute(model) -> dict:
+    """How a compiled DPNN computes: its conv stacks' dtype policy, XLA, the replicas, and the machine's GPUs."""
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    return {"precision": conv.dtype_policy.name, "jit_compile": bool(model.jit_compile),
+            "replicas": int(model.distribute_strategy.num_replicas_in_sync),
+            "gpus": devices.gpu_count(), "cpu_bfloat16": devices.cpu_has_bfloat16()}
 
 
 def compile_model(config: Config, seed: int | None = None, strategy=None, mining: str | None = None):
@@ -109,17 +107,24 @@ def compile_model(config: Config, seed: int | None = None, strategy=None, mining
     Built under ``strategy`` (default: the current one); with several replicas
     batch normalisation is synchronised and the loss gathers the global batch.
     ``mining`` overrides ``config.loss.mining`` (the warm-up uses ``batch_all``).
+    The conv stacks compute in ``training.precision`` (resolved for this
+    machine, :func:`resolved_compute`); with ``mixed_float16`` Adam is wrapped
+    in a dynamic loss scale.
     """
     import tensorflow as tf
 
     from msd_triplet.model import build_dpnn
 
     strategy = strategy or tf.distribute.get_strategy()
+    precision = devices.resolve_precision(config.training.precision)
     with strategy.scope():
         model = build_dpnn(config.model, audio.feature_shape(config.features),
                            seed=config.seed if seed is None else seed,
-                           synchronized_bn=strategy.num_replicas_in_sync > 1)
-        compile_loss(model, config, keras.optimizers.Adam(config.training.learning_rate), mining)
+                           synchronized_bn=strategy.num_replicas_in_sync > 1, precision=precision)
+        optimizer = keras.optimizers.Adam(config.training.learning_rate)
+        if precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        compile_loss(model, config, optimizer, mining)
     return model
 
 
@@ -127,7 +132,7 @@ def compile_loss(model, config: Config, optimizer, mining: str | None = None) ->
     """(Re)compile ``model`` with ``optimizer`` (its state kept), the loss of ``config`` and its statistics."""
     loss = losses.LsiTripletLoss.from_config_dataclass(config.loss, mining)
     model.compile(optimizer=optimizer, loss=loss, metrics=losses.triplet_metrics(loss),
-                  jit_compile=config.training.jit_compile)
+                  jit_compile=devices.resolve_jit_compile(config.training.jit_compile))
 
 
 def training_phases(config: Config, initial_epoch: int) -> list[tuple[int, int, str]]:
@@ -162,7 +167,8 @@ def dry_run(config: Config) -> DryRunReport:
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return DryRunReport(int(model.count_params()), trainable, tuple(model.input_shape[1:]),
                         int(model.output_shape[-1]), config.training.batch_size, compiled, step,
-                        float(result["loss"]), {s: float(result[s]) for s in losses.STATISTICS if s in result})
+                        float(result["loss"]), {s: float(result[s]) for s in losses.STATISTICS if s in result},
+                        model_compute(model)["precision"], bool(model.jit_compile))
 
 
 # --------------------------------------------------------------------------- data
@@ -396,13 +402,6 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
     data.lsi.save(run / "lsi.npz")
-    atomic_write_json(run / "run.json", {
-        "seed": config.seed, "versions": _versions(),
-        "tracks": {s: int(len(r)) for s, r in data.rows.items()},
-        "lsi": {"sets": list(data.lsi.sets), "k": int(data.lsi.k), "weighting": data.lsi.weighting,
-                "path": "lsi.npz"},
-        "feature_cache": str(data.cache.directory),
-    })
 
     keras.utils.set_random_seed(config.seed)
     strategy = distribution_strategy(config)
@@ -417,6 +416,16 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
         phases = training_phases(config, 0)
         model = compile_model(config, strategy=strategy, mining=phases[0][2])
 
+    compute = model_compute(model)
+    say(f"training in {compute['precision']} (training.precision: {config.training.precision}), XLA "
+        f"{'on' if compute['jit_compile'] else 'off'}, {compute['replicas']} replica(s)")
+    atomic_write_json(run / "run.json", {
+        "seed": config.seed, "versions": _versions(), "compute": compute,
+        "tracks": {s: int(len(r)) for s, r in data.rows.items()},
+        "lsi": {"sets": list(data.lsi.sets), "k": int(data.lsi.k), "weighting": data.lsi.weighting,
+                "path": "lsi.npz"},
+        "feature_cache": str(data.cache.directory),
+    })
     steps = steps_per_epoch(n_train, batch, drop_remainder=True)
     order = batch_order(config, data)
     callbacks = [RunCheckpoint(run, state, _validation(config, data), config.training.early_stopping_patience, say),
