@@ -218,6 +218,7 @@ training:
   epochs: {epochs}
   early_stopping_patience: 0
   runs: {runs}
+  precision: {precision}
 evaluation:
   k: 3
 """
@@ -254,9 +255,11 @@ def prepared_root(tmp_path_factory) -> Path:
     return root
 
 
-def write_run_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml") -> Path:
+def write_run_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml",
+                     precision: str = "float32") -> Path:
+    """A tiny run's config; float32 unless asked, so tests pin the same numbers on every machine."""
     path = root / name
-    path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs))
+    path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs, precision=precision))
     return path
 
 

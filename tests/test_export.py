@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_run_config
 
 from msd_triplet.config import load_config
 from msd_triplet.errors import DataError, MsdTripletError
@@ -114,6 +115,62 @@ def test_saved_model_serves_both_signatures_in_plain_tensorflow(trained_run, exp
         np.testing.assert_allclose(served, from_waveform, rtol=0, atol=1e-4)
         np.testing.assert_allclose(served, expected, rtol=0, atol=1e-4)
     assert not np.allclose(expected[0], expected[1], atol=1e-3)  # distinct tracks, distinct embeddings
+
+
+@pytest.mark.slow
+def test_bfloat16_model_reloads_and_serves_float32_within_its_bound(prepared_root, tmp_path):
+    """A run trained in mixed_bfloat16: its ``.keras`` reloads with the policy, exports, and a fresh
+    TensorFlow serves float32 → float32 embeddings within 1e-2 of the Keras model.
+
+    The bound: the conv stacks round every activation to bfloat16 (8-bit mantissa, relative
+    step 2**-8 = 0.4 %); the float32 log-mel of the SavedModel's graph and of eager Keras differ
+    in the last bits, which flips some of those roundings, and the flips add up over the
+    stacks. Unit-norm embeddings then differ by up to ~3e-3 per entry here; 1e-2 leaves room.
+    For the same log-mel input both compute the same graph and agree to 1e-5.
+    """
+    import keras
+
+    from msd_triplet.audio import SegmentSpec, read_segment
+    from msd_triplet.config import load_config
+    from msd_triplet.export import export_savedmodel
+    from msd_triplet.layers import LogMel
+    from msd_triplet.training import embed_rows, fit, load_run_model, model_compute
+
+    config = load_config(write_run_config(prepared_root, tmp_path / "runs", epochs=1, name="bf16.yaml",
+                                          precision="mixed_bfloat16"))
+    run = fit(config, verbose=0, say=lambda _: None).run_dir
+    assert json.loads((run / "run.json").read_text())["compute"]["precision"] == "mixed_bfloat16"
+    model = load_run_model(run)
+    assert model_compute(model)["precision"] == "mixed_bfloat16"
+    assert model.get_layer("embedding").dtype_policy.name == "float32"
+    assert all(w.dtype == "float32" for w in model.weights)  # mixed: variables stay float32
+    exported = export_savedmodel(run, tmp_path / "model")
+
+    cache, rows, paths = _test_tracks(run)
+    log_mel = cache.read(rows)[..., None]
+    waveform = np.stack([read_segment(p, SegmentSpec.from_config(config.features)) for p in paths])
+    np.save(tmp_path / "log_mel.npy", log_mel)
+    np.save(tmp_path / "waveform.npy", waveform)
+    done = subprocess.run([sys.executable, "-I", "-c", SERVE, str(exported), str(tmp_path)], cwd=tmp_path,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    signatures = json.loads((tmp_path / "signatures.json").read_text())
+    for name in ("serving_default", "log_mel", "waveform"):
+        assert signatures[name]["outputs"] == {"embedding": [[None, DIM], "float32"]}, name
+        assert all(dtype == "float32" for _, dtype in signatures[name]["inputs"].values()), name
+
+    expected = embed_rows(model, cache, rows)
+    assert expected.dtype == np.float32
+    for name in ("serving_default", "log_mel"):
+        np.testing.assert_allclose(np.load(tmp_path / f"out_{name}.npy"), expected, rtol=0, atol=1e-5)
+    from_waveform = np.asarray(model(LogMel.from_features(config.features)(waveform), training=False))
+    for name in ("waveform", "method"):
+        served = np.load(tmp_path / f"out_{name}.npy")
+        print(f"bfloat16 waveform signature vs Keras: max |diff| {np.abs(served - from_waveform).max():.2e}")
+        np.testing.assert_allclose(served, from_waveform, rtol=0, atol=1e-2)
+        np.testing.assert_allclose(served, expected, rtol=0, atol=1e-2)
+    reloaded = keras.models.load_model(run / "checkpoints" / "best.keras")
+    assert np.asarray(reloaded.predict_on_batch(log_mel)).dtype == np.float32
 
 
 def test_export_folder_holds_readme_config_and_nothing_else(trained_run, exported):

@@ -62,14 +62,16 @@ def test_fit_writes_a_complete_run_folder(prepared_root, tmp_path):
         fit(other, resume=True, verbose=0, say=lambda _: None)
 
 
-def test_same_seed_gives_bitwise_identical_weights(prepared_root, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_same_seed_gives_bitwise_identical_weights(prepared_root, tmp_path, precision):
     from msd_triplet.training import fit
 
-    runs = [fit(_config(prepared_root, tmp_path / name, seed=seed, epochs=1), verbose=0, say=lambda _: None)
-            for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    runs = [fit(_config(prepared_root, tmp_path / name, seed=seed, epochs=1, precision=precision), verbose=0,
+                say=lambda _: None) for name, seed in (("a", 0), ("b", 0), ("c", 1))]
     a, b, c = (_weights(r.run_dir, 1) for r in runs)
     assert len(a) > 10 and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert json.loads((runs[0].run_dir / "run.json").read_text())["compute"]["precision"] == precision
 
 
 RESUME_SCRIPT = textwrap.dedent("""
