@@ -1,11 +1,18 @@
 """Train-step time of the DPNN with the LSI triplet loss, the loss's share of it, and peak memory.
 
-Each (model, batch size, XLA) cell runs in a fresh child process so that its
-peak resident set is its own:
+Each (model, batch size, precision, XLA) cell runs in a fresh child process so
+that its peak resident set is its own:
 
 * **model**: ``paper`` (``experiments/paper.yaml``: widths 16-32-64-128,
   embedding 256, 2.91 M parameters) and ``demo`` (``experiments/demo.yaml``:
   widths 8-16-32-64, embedding 128, 0.73 M parameters).
+* **precision**: ``float32`` and what ``training.precision: auto`` picks on
+  this machine (:mod:`msd_triplet.devices`): ``mixed_bfloat16`` on a CPU with
+  bfloat16 instructions, ``mixed_float16`` with a GPU, so the first run on a
+  GPU prints the float16 and XLA figures without new code. ``--precisions``
+  names others. The ratios at the end compare samples/s with float32 without
+  XLA, per model and batch; "others' CPU" is the share of all cores the rest
+  of the machine used during the timed steps.
 * **batch**: random log-mel-shaped inputs [B, 80, 130, 1] and clustered
   random LSI vectors (k = ``--k``) with albums of four tracks
   (:func:`msd_triplet.training.random_batch`), so that about one pair in
@@ -72,7 +79,7 @@ largest entry, except dense ``batch_all`` under XLA: its float32 sums over 18 M 
 
 Usage::
 
-    python benchmarks/train_step.py                  # paper model at 64 and 600, demo at 128, XLA off/on
+    python benchmarks/train_step.py                  # paper at 64, 150, 600, demo at 128; float32/auto; XLA off/on
     python benchmarks/train_step.py --quick          # demo model at batch 32 only, a smoke run
     python benchmarks/train_step.py --models paper --batches 600 --xla on
     python benchmarks/train_step.py --mining-loss    # the loss alone, every mining mode vs the dense one
@@ -104,7 +111,8 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: int = 0) -> dict:
+def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: int = 0,
+            precision: str = "float32") -> dict:
     """One cell, in this process: times in seconds, memory in MiB."""
     import keras
     import numpy as np
@@ -115,7 +123,8 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
 
     config = load_config(CONFIGS[model_name])
     config = dataclasses.replace(
-        config, training=dataclasses.replace(config.training, batch_size=batch, jit_compile=xla))
+        config, training=dataclasses.replace(config.training, batch_size=batch, jit_compile=xla,
+                                             precision=precision))
     keras.utils.set_random_seed(seed)
     x, y = training.random_batch(config, k=k, seed=seed)
     baseline = _vm_hwm_mib()
@@ -124,7 +133,11 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
     started = time.perf_counter()
     model.train_on_batch(x, y)
     first = time.perf_counter() - started
+    machine, own, wall = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     step = _median_seconds(lambda: model.train_on_batch(x, y), steps)
+    others = (machine_cpu_seconds() - machine - (own_cpu_seconds() - own)) / (
+        (time.perf_counter() - wall) * (os.cpu_count() or 1))
+    first_loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
 
     embeddings = tf.constant(model.predict_on_batch(x))
     lsi, albums = (tf.constant(t) for t in losses.unpack_targets(y))
@@ -154,6 +167,8 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
     positive, _ = losses.pair_masks(lsi, albums, **{k_: settings[k_] for k_ in
                                                     ("positive_threshold", "negative_threshold", "album_filter")})
     return dict(model=model_name, parameters=int(model.count_params()), batch=batch, xla=xla,
+                precision=training.model_compute(model)["precision"], others_cpu=min(max(others, 0.0), 1.0),
+                train_loss=first_loss, gpus=len(tf.config.list_physical_devices("GPU")),
                 first_step=first, step=step, loss=loss_seconds, statistics=stats_seconds,
                 positive_share=float(np.mean(positive.numpy())), baseline_mib=baseline, peak_mib=_vm_hwm_mib())
 
@@ -316,22 +331,48 @@ def mining_loss(batches: list[int], jit: list[bool], repeats: int, dim: int, k: 
                       " of its largest entry")
 
 
-def _child(model_name: str, batch: int, xla: bool, steps: int, k: int) -> dict:
+def _child(model_name: str, batch: int, xla: bool, steps: int, k: int, precision: str) -> dict:
     command = [sys.executable, __file__, "--child", model_name, str(batch), str(int(xla)),
-               "--steps", str(steps), "--k", str(k)]
-    return run_json(command, f"child {model_name} batch {batch} xla {xla}", cwd=REPO)
+               "--steps", str(steps), "--k", str(k), "--child-precision", precision]
+    return run_json(command, f"child {model_name} batch {batch} xla {xla} {precision}", cwd=REPO)
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| model | params | batch | XLA | first step s | step s | samples/s | loss+grad ms | loss share "
-             "| statistics ms | peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | params | batch | precision | XLA | first step s | step s | samples/s | loss+grad ms "
+             "| loss share | statistics ms | peak MiB | others' CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['parameters'] / 1e6:.2f} M | {r['batch']} | {'on' if r['xla'] else 'off'} "
-            f"| {r['first_step']:.1f} | {r['step']:.2f} | {r['batch'] / r['step']:.0f} | {1e3 * r['loss']:.1f} "
-            f"| {100 * r['loss'] / r['step']:.2f} % | {1e3 * r['statistics']:.1f} | {r['peak_mib']:,.0f} |")
+            f"| {r['model']} | {r['parameters'] / 1e6:.2f} M | {r['batch']} | {r['precision']} "
+            f"| {'on' if r['xla'] else 'off'} | {r['first_step']:.1f} | {r['step']:.2f} | {r['batch'] / r['step']:.0f} "
+            f"| {1e3 * r['loss']:.1f} | {100 * r['loss'] / r['step']:.2f} % | {1e3 * r['statistics']:.1f} "
+            f"| {r['peak_mib']:,.0f} | {100 * r['others_cpu']:.0f} % |")
     return "\n".join(lines)
+
+
+def default_precisions() -> list[str]:
+    """float32 and what ``training.precision: auto`` picks on this machine (bfloat16 CPU, float16 GPU)."""
+    from msd_triplet.devices import resolve_precision
+
+    return list(dict.fromkeys(["float32", resolve_precision("auto")]))
+
+
+def _ratios(rows: list[dict]) -> list[str]:
+    """Samples/s of every precision and XLA cell against float32 without XLA, per model and batch."""
+    lines = []
+    for model_name in dict.fromkeys(r["model"] for r in rows):
+        for batch in sorted({r["batch"] for r in rows if r["model"] == model_name}):
+            cells = {(r["precision"], r["xla"]): r for r in rows if r["model"] == model_name and r["batch"] == batch}
+            base = cells.get(("float32", False))
+            if base is None:
+                continue
+            for (precision, xla), r in cells.items():
+                if (precision, xla) != ("float32", False):
+                    lines.append(f"{model_name} batch {batch}: {precision}{' + XLA' if xla else ''} "
+                                 f"{base['step'] / r['step']:.2f}x the samples/s of float32 "
+                                 f"(peak {r['peak_mib']:,.0f} vs {base['peak_mib']:,.0f} MiB; first-step loss "
+                                 f"{r['train_loss']:.5f} vs {base['train_loss']:.5f})")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,6 +382,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=None,
                         help="batch sizes (default: 64 and 600 for paper, the config's 128 for demo)")
     parser.add_argument("--xla", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--precisions", nargs="+", default=None,
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                        help="default: float32 and what training.precision: auto picks here")
+    parser.add_argument("--child-precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell after the first (median)")
     parser.add_argument("--k", type=int, default=16, help="LSI size of the random targets")
     parser.add_argument("--quick", action="store_true", help="demo model, batch 32, XLA off: a smoke run")
@@ -364,31 +409,33 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.child:
         model_name, batch, xla = args.child
-        print(json.dumps(measure(model_name, int(batch), bool(int(xla)), args.steps, args.k)))
+        print(json.dumps(measure(model_name, int(batch), bool(int(xla)), args.steps, args.k,
+                                 precision=args.child_precision)))
         return
     if args.quick:
         args.models, args.batches, args.xla, args.steps = ["demo"], [32], "off", 2
     jit = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+    precisions = args.precisions or default_precisions()
     rows = []
     for model_name in args.models:
-        batches = args.batches or ([64, 600] if model_name == "paper" else [128])
+        batches = args.batches or ([64, 150, 600] if model_name == "paper" else [128])
         for batch in batches:
-            for xla in jit:
-                row = _child(model_name, batch, xla, args.steps, args.k)
-                rows.append(row)
-                print(f"{model_name} batch {batch} XLA {'on' if xla else 'off'}: step {row['step']:.2f} s, "
-                      f"loss {1e3 * row['loss']:.1f} ms ({100 * row['loss'] / row['step']:.2f} %), "
-                      f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}); "
-                      f"positive pairs {100 * row['positive_share']:.1f} %", flush=True)
+            for precision in precisions:
+                for xla in jit:
+                    row = _child(model_name, batch, xla, args.steps, args.k, precision)
+                    rows.append(row)
+                    print(f"{model_name} batch {batch} {precision} XLA {'on' if xla else 'off'}: step {row['step']:.2f} s "
+                          f"({batch / row['step']:.0f} samples/s), "
+                          f"loss {1e3 * row['loss']:.1f} ms ({100 * row['loss'] / row['step']:.2f} %), "
+                          f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}); "
+                          f"others' CPU {100 * row['others_cpu']:.0f} %", flush=True)
     print()
-    print(f"{os.cpu_count()} CPUs; median of {args.steps} steps after the first; loss timed "
-          "as loss + gradient w.r.t. the embeddings on the same batch")
+    gpus = rows[0]["gpus"] if rows else 0
+    print(f"{os.cpu_count()} CPUs ({cpu_model()}), {gpus} GPU(s); median of {args.steps} steps after the first; "
+          "loss timed as loss + gradient w.r.t. the embeddings on the same batch")
     print(_table(rows))
-    for model_name in args.models:
-        for batch in sorted({r["batch"] for r in rows if r["model"] == model_name}):
-            cells = {r["xla"]: r for r in rows if r["model"] == model_name and r["batch"] == batch}
-            if len(cells) == 2:
-                print(f"{model_name} batch {batch}: XLA speed-up {cells[False]['step'] / cells[True]['step']:.2f}x")
+    print()
+    print("\n".join(_ratios(rows)))
 
 
 if __name__ == "__main__":
