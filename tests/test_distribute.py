@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent("""
 
     # 16 tracks of 8 albums in two LSI clusters: each replica holds positives and negatives of its own,
     # but the hardest ones of the global batch are often on the other replica.
-    config = Config(model=ModelConfig(widths=(2, 2, 4, 4), embedding_dim=8), training=TrainingConfig(batch_size=16))
+    config = Config(model=ModelConfig(widths=(2, 2, 4, 4), embedding_dim=8),
+                    training=TrainingConfig(batch_size=16, precision="float32"))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((16, 80, 130, 1)).astype(np.float32)
     lsi = np.eye(6)[np.arange(16) % 2] + 0.05 * rng.standard_normal((16, 6))
