@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -39,19 +38,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(command: list[str], log: Path) -> tuple[float, float]:
-    """Run ``command`` with its output in ``log``; (wall seconds, peak MiB of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run ``command`` with its output in ``log``; (wall seconds, peak MiB of the child).
+
+    The peak is the child's own ``ru_maxrss`` from ``wait4``. Linux carries the
+    parent's high-water mark across fork + exec, so it is the child's only while
+    this parent stays small: it imports neither TensorFlow nor the package before.
+    """
     started = time.perf_counter()
     with log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}); see {log}")
-    # ru_maxrss of children is the largest of any waited-for child so far: exact for the first
-    # and for any child larger than the ones before; otherwise a lower bound is not known
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, (peak / 1024 if peak > before else float("nan"))
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{' '.join(command)} failed ({os.waitstatus_to_exitcode(status)}); see {log}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 def _name(base: dict, precision: str, seed: int) -> str:
@@ -101,16 +102,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the config's seed")
     args = parser.parse_args(argv)
 
-    from msd_triplet.config import load_config
-    from msd_triplet.runs import PerQuery
-    from msd_triplet.uncertainty import BootstrapSettings, format_figure, paired_differences
-
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(args.config.read_text())
     seeds = args.seeds or [base.get("seed", 42)]
     reference, other = args.precisions
     timing = {(p, s): train_and_evaluate(base, work, p, s) for s in seeds for p in (reference, other)}
+
+    from msd_triplet.config import load_config  # after the children: this process stays small (see _run)
+    from msd_triplet.runs import PerQuery
+    from msd_triplet.uncertainty import BootstrapSettings, format_figure, paired_differences
 
     runs = {key: work / "runs" / _name(base, *key) for key in timing}
     metrics = {key: json.loads((r / "metrics.json").read_text()) for key, r in runs.items()}
