@@ -147,8 +147,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  seed {seed}: " + ", ".join(f"{facet} {fig(d)}" for facet, d in diff.items()))
         means = {p: _seed_mean([queries[p, s].models["trained"] for s in seeds]) for p in (reference, other)}
         diff = paired_differences(means[other], means[reference], settings, clusters)
-        print(f"\n{other} − {reference}, per-query precision averaged over seeds {seeds} (paired): "
+        print(f"\n{other} − {reference}, per-query precision averaged over seeds {seeds} (paired over queries; "
+              "the interval holds the queries' variation, not the seeds'): "
               + ", ".join(f"{facet} {fig(d)}" for facet, d in diff.items()))
+        # the seeds as the unit: each seed's difference of P@k, a t interval over seeds
+        from scipy import stats
+
+        per_seed = {facet: np.array([metrics[other, s]["facets"][facet]["precision"]
+                                     - metrics[reference, s]["facets"][facet]["precision"] for s in seeds])
+                    for facet in metrics[first]["facets"]}
+        half = {f: stats.t.ppf(0.975, len(seeds) - 1) * d.std(ddof=1) / np.sqrt(len(seeds)) for f, d in per_seed.items()}
+        print(f"{other} − {reference} over seeds (mean, sd, 95 % t interval over {len(seeds)} seeds): "
+              + ", ".join(f"{f} {d.mean():+.4f} sd {d.std(ddof=1):.4f} [{d.mean() - half[f]:+.4f}, "
+                          f"{d.mean() + half[f]:+.4f}]" for f, d in per_seed.items()))
     print()
     for p in (reference, other):
         per_epoch = [timing[p, s]["fit_seconds"] / timing[p, s]["epochs"] for s in seeds]
