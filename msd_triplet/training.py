@@ -29,6 +29,9 @@ import csv
 import io
 import json
 import platform
+import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ import numpy as np
 
 from msd_triplet import audio, devices, losses
 from msd_triplet.config import Config, save_config
-from msd_triplet.errors import DataError, MsdTripletError
+from msd_triplet.errors import ConfigError, DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 #: Tag facets whose mean validation P@k decides the best epoch and early stopping.
@@ -89,8 +92,70 @@ class FitResult:
 
 
 def distribution_strategy(config: Config):
-    """The ``tf.distribute`` strategy of ``training.distribution`` (:func:`msd_triplet.devices.distribution_strategy`)."""
-    return devices.distribution_strategy(config.training.distribution)
+    """The ``tf.distribute`` strategy of ``training.distribution`` (:func:`msd_triplet.devices.distribution_strategy`).
+
+    Checks that ``training.batch_size`` splits evenly over its replicas (:func:`check_batch_size`).
+    """
+    strategy = devices.distribution_strategy(config.training.distribution)
+    check_batch_size(config.training.batch_size, strategy.num_replicas_in_sync)
+    return strategy
+
+
+def check_batch_size(batch_size: int, replicas: int) -> None:
+    """ConfigError unless the global batch of ``batch_size`` tracks splits evenly over ``replicas``.
+
+    Each replica embeds an equal slice; an uneven split would give the
+    replicas slices of different sizes, which the gathers of the loss and of
+    synchronised batch normalisation do not expect.
+    """
+    if replicas > 1 and batch_size % replicas:
+        near = batch_size - batch_size % replicas or replicas
+        raise ConfigError(f"training.batch_size {batch_size} does not split evenly over {replicas} replicas; "
+                          f"use a multiple of {replicas}, e.g. {near} or {near + replicas}")
+
+
+def adapt_to_workers(model, strategy) -> None:
+    """Let Keras 3 ``model.fit`` train ``model`` under a several-process ``MultiWorkerMirroredStrategy``.
+
+    Nothing happens for other strategies. Keras 3.15 with TensorFlow 2.21
+    fails in three places under several workers (found by
+    ``tests/test_multi_worker.py``); this patches the model instance, not Keras:
+
+    * ``fit`` builds the model from its first batch after averaging the
+      ``(x, y)`` tuple over the workers with ``strategy.reduce``, which refuses
+      nested values there (keras-team/keras#20585); the build only needs the
+      shapes, so it gets this worker's own slice instead.
+    * The batches of a distributed dataset reach the step without a device,
+      and ``ReplicaContext.all_gather`` (the loss gathers the global batch,
+      :func:`msd_triplet.losses.global_batch`) refuses such a value
+      ("destinations can not be empty"); ``tf.identity`` inside the step puts
+      them on the replica's device.
+    * Keras averages each scalar log over the workers with
+      ``strategy.reduce(..., axis=0)``, which fails for a scalar; the step
+      returns every log as a vector of one. The loss and the statistics are
+      computed on the gathered global batch, so every replica holds the same
+      value and the average is that value.
+    """
+    import tensorflow as tf
+
+    if not devices.is_multi_worker(strategy):
+        return
+    build, step = model._maybe_symbolic_build, model.train_step
+
+    def build_from_local_slice(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0],
+                                                   next(batches))
+                break
+        return build(data_batch=data_batch)
+
+    def train_step(data):
+        logs = step(tf.nest.map_structure(tf.identity, data))
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+    model._maybe_symbolic_build = build_from_local_slice
+    model.train_step = train_step
 
 
 def model_compute(model) -> dict:
@@ -109,13 +174,16 @@ def compile_model(config: Config, seed: int | None = None, strategy=None, mining
     ``mining`` overrides ``config.loss.mining`` (the warm-up uses ``batch_all``).
     The conv stacks compute in ``training.precision`` (resolved for this
     machine, :func:`resolved_compute`); with ``mixed_float16`` Adam is wrapped
-    in a dynamic loss scale.
+    in a dynamic loss scale. ``training.batch_size`` must split evenly over the
+    replicas (:func:`check_batch_size`); under several workers the model is
+    made ready for ``model.fit`` (:func:`adapt_to_workers`).
     """
     import tensorflow as tf
 
     from msd_triplet.model import build_dpnn
 
     strategy = strategy or tf.distribute.get_strategy()
+    check_batch_size(config.training.batch_size, strategy.num_replicas_in_sync)
     precision = devices.resolve_precision(config.training.precision)
     with strategy.scope():
         model = build_dpnn(config.model, audio.feature_shape(config.features),
@@ -125,6 +193,7 @@ def compile_model(config: Config, seed: int | None = None, strategy=None, mining
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         compile_loss(model, config, optimizer, mining)
+    adapt_to_workers(model, strategy)
     return model
 
 
@@ -370,13 +439,21 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
     ``data`` reuses already loaded :class:`TrainingData`; ``callbacks`` are
     extra Keras callbacks, run after the run's own checkpointing.
 
+    Under ``training.distribution: multi_worker`` every worker calls this with
+    the same config and run folder, which must be on a file system they share
+    (a resumed run starts from its checkpoint on every worker). Each step and
+    each validation batch is collective, so every worker runs all of fit in
+    lockstep and takes the same decisions (best epoch, early stopping) from the
+    same numbers, but only the chief writes the run folder; the others write
+    the same files to a temporary folder they delete at the end. Saving is not
+    collective in Keras 3.15 (checked), but one code path for every worker keeps
+    them in step should it become so, as TensorFlow's own checkpoints are.
+
     Raises MsdTripletError when the run folder already holds a run and
-    ``resume`` is not given, or when it was made with another config.
+    ``resume`` is not given, when it was made with another config, when the
+    workers of a multi-worker run see different runs, or when one of them is
+    lost during training (restart all of them with ``resume``).
     """
-    import tensorflow as tf
-
-    from msd_triplet.features import feature_dataset, steps_per_epoch
-
     run = run_directory(config, run_dir)
     state = _read_state(run)
     if state is not None and not resume:
@@ -389,26 +466,55 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
             return FitResult(run, state["epoch"], state.get("best_epoch"), state.get("best_value"), True,
                              _read_log(run))
     state = state or {"epoch": 0}
-    initial_epoch = int(state["epoch"])
-    if initial_epoch >= config.training.epochs:
+    if int(state["epoch"]) >= config.training.epochs:
         say(f"{run}: all {config.training.epochs} epochs are done")
-        return FitResult(run, initial_epoch, state.get("best_epoch"), state.get("best_value"), False, _read_log(run))
+        return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"), False,
+                         _read_log(run))
 
+    # first TensorFlow work of the run: a multi-worker strategy must come before any other
+    strategy = distribution_strategy(config)
+    workers = devices.is_multi_worker(strategy)
+    out = run if strategy.extended.should_checkpoint else Path(tempfile.mkdtemp(prefix="msd-triplet-worker-"))
+    progress = {"epoch": int(state["epoch"])}
+    try:
+        if workers:
+            _check_same_run(strategy, run, int(state["epoch"]))
+        return _train(config, strategy, run, out, state, data, verbose, say, callbacks, progress)
+    except Exception as exc:
+        if workers and _lost_worker(exc):
+            raise MsdTripletError(_lost_worker_message(exc, run, progress["epoch"])) from exc
+        raise
+    finally:
+        if out != run:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Optional[TrainingData], verbose: int,
+           say: Callable[[str], None], callbacks: Sequence, progress: dict) -> FitResult:
+    """The body of :func:`fit` once the strategy is made: ``run`` is read, ``out`` written (``run`` on the chief)."""
+    import tensorflow as tf
+
+    from msd_triplet.features import feature_dataset, steps_per_epoch
+
+    initial_epoch = int(state["epoch"])
     data = data or load_training_data(config)
     n_train, batch = len(data.rows["train"]), config.training.batch_size
     if n_train < batch:
         raise DataError(f"the training split has {n_train} tracks, fewer than training.batch_size {batch}; "
                         "lower the batch size or add data")
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(config, run / "config.yaml")
-    data.lsi.save(run / "lsi.npz")
+    out.mkdir(parents=True, exist_ok=True)
+    if out != run and (run / "log.csv").is_file():
+        # a resumed run's log so far, which RunCheckpoint extends: every worker then returns the same history
+        shutil.copyfile(run / "log.csv", out / "log.csv")
+    save_config(config, out / "config.yaml")
+    data.lsi.save(out / "lsi.npz")
 
     keras.utils.set_random_seed(config.seed)
-    strategy = distribution_strategy(config)
     last = run / "checkpoints" / "last.keras"
     if initial_epoch and last.is_file():
         with strategy.scope():
             model = keras.models.load_model(last)
+        adapt_to_workers(model, strategy)
         say(f"{run}: resuming after epoch {initial_epoch}")
         phases = training_phases(config, initial_epoch)
     else:
@@ -419,7 +525,7 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
     compute = model_compute(model)
     say(f"training in {compute['precision']} (training.precision: {config.training.precision}), XLA "
         f"{'on' if compute['jit_compile'] else 'off'}, {compute['replicas']} replica(s)")
-    atomic_write_json(run / "run.json", {
+    atomic_write_json(out / "run.json", {
         "seed": config.seed, "versions": _versions(), "compute": compute,
         "tracks": {s: int(len(r)) for s, r in data.rows.items()},
         "lsi": {"sets": list(data.lsi.sets), "k": int(data.lsi.k), "weighting": data.lsi.weighting,
@@ -428,9 +534,11 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
     })
     steps = steps_per_epoch(n_train, batch, drop_remainder=True)
     order = batch_order(config, data)
-    callbacks = [RunCheckpoint(run, state, _validation(config, data), config.training.early_stopping_patience, say),
-                 keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, update_freq="epoch"),
-                 *callbacks]
+    progress["epoch"] = initial_epoch
+    checkpoint = RunCheckpoint(out, state, _validation(config, data), config.training.early_stopping_patience, say)
+    callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
+                                                         update_freq="epoch"), *callbacks]
+    # each worker reads the global batches and keeps its replicas' slices of them
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     for start, end, mining in phases:
@@ -441,16 +549,70 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
         train = feature_dataset(data.cache, data.rows["train"], data.targets["train"], batch_size=batch,
                                 seed=config.seed, epochs=end - start, first_epoch=start, drop_remainder=True,
                                 order=order)
-        model.fit(train.with_options(options), epochs=end, initial_epoch=start, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        try:
+            model.fit(train.with_options(options), epochs=end, initial_epoch=start, steps_per_epoch=steps,
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
+        finally:
+            progress["epoch"] = checkpoint.state.get("epoch", progress["epoch"])
         if model.stop_training:
             break
-    state = _read_state(run) or state
+    state = _read_state(out) or state
     if not state.get("finished") and state.get("epoch", 0) >= config.training.epochs:
         state["finished"] = True
-        atomic_write_json(run / "state.json", state)
+        atomic_write_json(out / "state.json", state)
     return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"),
-                     bool(state.get("stopped_early", False)), _read_log(run))
+                     bool(state.get("stopped_early", False)), _read_log(out))
+
+
+def _check_same_run(strategy, run: Path, epochs_done: int) -> None:
+    """MsdTripletError unless every worker found the same number of finished epochs in ``run``.
+
+    Workers that read different run folders (not a shared file system) would
+    otherwise start from different weights and train different epochs.
+    """
+    import tensorflow as tf
+
+    mine = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([epochs_done], tf.int64))
+    seen = [int(e) for e in strategy.gather(mine, axis=0).numpy()]
+    if len(set(seen)) > 1:
+        raise MsdTripletError(f"{run}: the workers see different runs (epochs done, per replica: {seen}); every "
+                              "worker must read the same run folder, on a file system they share")
+
+
+def _lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is how TensorFlow reports a lost peer of a multi-worker run.
+
+    The coordination service's missed heartbeats or a broken connection abort
+    every collective with ``UnavailableError`` (both measured); a deadline, an
+    abort or a cancellation of the step carry the same news when they come
+    from a collective.
+    """
+    import tensorflow as tf
+
+    peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                   tf.errors.CancelledError)
+    return isinstance(exc, peer_errors) or (isinstance(exc, tf.errors.OpError)
+                                            and "collective ops is aborted" in str(exc).lower())
+
+
+def _lost_worker_message(exc: BaseException, run: Path, epochs_done: int) -> str:
+    """One line: which worker was lost and TensorFlow's reason, and to restart them all with --resume."""
+    text = str(getattr(exc, "message", exc))
+    tasks = sorted({f"{job} {task}" for job, task in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)})
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # TensorFlow's reason follows "Collective ops is aborted by:", sometimes continued on the next line
+    at = next((i for i, line in enumerate(lines) if "aborted by:" in line), None)
+    if at is None:
+        reason = lines[-1] if lines else ""
+    else:
+        reason = lines[at].split("aborted by:", 1)[1].strip()
+        if reason.endswith(":") and at + 1 < len(lines):
+            reason = f"{reason} {lines[at + 1]}"
+    reason = re.sub(r"^Error reported from /job:\S+: ", "", reason)[:200]
+    return (f"training.distribution multi_worker: lost {' and '.join(tasks) or 'a worker'} "
+            f"({type(exc).__name__}: {reason}); the other workers cannot go on without it. Restart every worker "
+            f"with the same command and --resume (`msd-triplet fit --config <config> --resume`); training "
+            f"continues after epoch {epochs_done}, the last one finished in {run}")
 
 
 def batch_order(config: Config, data: TrainingData) -> Optional[Callable[[int], np.ndarray]]:
