@@ -198,7 +198,8 @@ def fit_cmd(config_path: Path, resume: bool, run_dir: Optional[Path], dry_run: b
         click.echo(f"DPNN {report.input_shape} → {report.embedding_dim}: {report.parameters:,} parameters "
                    f"({report.trainable_parameters:,} trainable)")
         click.echo(f"batch {report.batch_size}: first step {report.compile_seconds:.1f} s (tracing"
-                   f"{' + XLA' if report.jit_compile else ''}, {report.precision}), next step {report.step_seconds:.2f} s "
+                   f"{' + XLA' if report.jit_compile else ''}, {report.precision}), "
+                   f"next step {report.step_seconds:.2f} s "
                    f"({report.batch_size / report.step_seconds:.0f} samples/s); loss {report.loss:.4f}")
         click.echo("statistics: " + ", ".join(f"{k} {v:.3f}" for k, v in report.statistics.items()))
         return

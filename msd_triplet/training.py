@@ -173,7 +173,7 @@ def compile_model(config: Config, seed: int | None = None, strategy=None, mining
     batch normalisation is synchronised and the loss gathers the global batch.
     ``mining`` overrides ``config.loss.mining`` (the warm-up uses ``batch_all``).
     The conv stacks compute in ``training.precision`` (resolved for this
-    machine, :func:`resolved_compute`); with ``mixed_float16`` Adam is wrapped
+    machine, :func:`msd_triplet.devices.resolve_precision`); with ``mixed_float16`` Adam is wrapped
     in a dynamic loss scale. ``training.batch_size`` must split evenly over the
     replicas (:func:`check_batch_size`); under several workers the model is
     made ready for ``model.fit`` (:func:`adapt_to_workers`).
