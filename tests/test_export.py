@@ -80,26 +80,35 @@ SERVE = textwrap.dedent("""
 """)
 
 
+def _serve_in_fresh_process(run: Path, exported: Path, work: Path):
+    """Three test tracks of ``run`` served by :data:`SERVE` from ``exported`` in a fresh interpreter.
+
+    Returns (cache, rows, log-mel [3, 80, 130, 1], waveforms [3, samples], the signatures);
+    the outputs are ``work/out_<signature>.npy`` and ``work/out_method.npy``.
+    """
+    from msd_triplet.audio import SegmentSpec, read_segment
+    from msd_triplet.runs import run_config
+
+    cache, rows, paths = _test_tracks(run)
+    log_mel = cache.read(rows)[..., None]
+    waveform = np.stack([read_segment(p, SegmentSpec.from_config(run_config(run).features)) for p in paths])
+    np.save(work / "log_mel.npy", log_mel)
+    np.save(work / "waveform.npy", waveform)
+    done = subprocess.run([sys.executable, "-I", "-c", SERVE, str(exported), str(work)], cwd=work,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return cache, rows, log_mel, waveform, json.loads((work / "signatures.json").read_text())
+
+
 @pytest.mark.slow
 def test_saved_model_serves_both_signatures_in_plain_tensorflow(trained_run, exported, tmp_path):
-    from msd_triplet.audio import SegmentSpec, read_segment
     from msd_triplet.layers import LogMel
     from msd_triplet.runs import run_config
     from msd_triplet.training import embed_rows, load_run_model
 
     config = run_config(trained_run)
-    cache, rows, paths = _test_tracks(trained_run)
-    log_mel = cache.read(rows)[..., None]
-    waveform = np.stack([read_segment(p, SegmentSpec.from_config(config.features)) for p in paths])
+    cache, rows, log_mel, waveform, signatures = _serve_in_fresh_process(trained_run, exported, tmp_path)
     assert log_mel.shape == (3, 80, 130, 1) and waveform.shape == (3, 132_300)
-    np.save(tmp_path / "log_mel.npy", log_mel)
-    np.save(tmp_path / "waveform.npy", waveform)
-
-    done = subprocess.run([sys.executable, "-I", "-c", SERVE, str(exported), str(tmp_path)], cwd=tmp_path,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    signatures = json.loads((tmp_path / "signatures.json").read_text())
     embedding = {"embedding": [[None, DIM], "float32"]}
     by_log_mel = {"inputs": {"log_mel": [[None, 80, 130, 1], "float32"]}, "outputs": embedding}
     assert signatures == {"serving_default": by_log_mel, "log_mel": by_log_mel,
@@ -130,7 +139,6 @@ def test_bfloat16_model_reloads_and_serves_float32_within_its_bound(prepared_roo
     """
     import keras
 
-    from msd_triplet.audio import SegmentSpec, read_segment
     from msd_triplet.config import load_config
     from msd_triplet.export import export_savedmodel
     from msd_triplet.layers import LogMel
@@ -146,15 +154,7 @@ def test_bfloat16_model_reloads_and_serves_float32_within_its_bound(prepared_roo
     assert all(w.dtype == "float32" for w in model.weights)  # mixed: variables stay float32
     exported = export_savedmodel(run, tmp_path / "model")
 
-    cache, rows, paths = _test_tracks(run)
-    log_mel = cache.read(rows)[..., None]
-    waveform = np.stack([read_segment(p, SegmentSpec.from_config(config.features)) for p in paths])
-    np.save(tmp_path / "log_mel.npy", log_mel)
-    np.save(tmp_path / "waveform.npy", waveform)
-    done = subprocess.run([sys.executable, "-I", "-c", SERVE, str(exported), str(tmp_path)], cwd=tmp_path,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    signatures = json.loads((tmp_path / "signatures.json").read_text())
+    cache, rows, log_mel, waveform, signatures = _serve_in_fresh_process(run, exported, tmp_path)
     for name in ("serving_default", "log_mel", "waveform"):
         assert signatures[name]["outputs"] == {"embedding": [[None, DIM], "float32"]}, name
         assert all(dtype == "float32" for _, dtype in signatures[name]["inputs"].values()), name
