@@ -14,7 +14,8 @@ other CPU       ``float32``                      off
 A CPU "has bfloat16" when it lists the ``avx512_bf16`` or ``amx_bf16``
 instruction flags (oneDNN then runs bfloat16 convolutions natively; without
 them it emulates them and they are slower than float32). XLA is off on CPU
-because it measured 22-37 % slower there (``benchmarks/train_step.py``).
+because it gave 29-41 % fewer samples/s there, in float32 and bfloat16
+alike, at twice the memory (``benchmarks/train_step.py``).
 
 Under a mixed policy the convolution stacks compute in 16 bits with float32
 weights; the input normalisation, the embedding layer, the L2 normalisation
@@ -33,8 +34,10 @@ from typing import Mapping
 
 from msd_triplet.errors import ArgumentError, ConfigError
 
-#: The precision settings: ``auto`` or a Keras dtype policy name.
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+#: The Keras dtype policies the DPNN can compute in (:func:`msd_triplet.model.build_dpnn`).
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+#: The precision settings: ``auto`` or one of :data:`POLICIES`.
+PRECISIONS = ("auto", *POLICIES)
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,7 @@ from typing import Optional
 import keras
 
 from msd_triplet.config import ModelConfig
+from msd_triplet.devices import POLICIES
 from msd_triplet.errors import ArgumentError
 
 #: (kernel [mel bands, frames], pool) per block, for each stack.
@@ -76,9 +77,8 @@ def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int]
     -------
     keras.Model: ``float32 [B, bands, frames, 1]`` → ``float32 [B, embedding_dim]``
     """
-    if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-        raise ArgumentError(f"build_dpnn precision: expected float32, mixed_bfloat16 or mixed_float16, "
-                            f"got {precision!r}")
+    if precision not in POLICIES:
+        raise ArgumentError(f"build_dpnn precision: expected one of {', '.join(POLICIES)}, got {precision!r}")
     inputs = keras.Input((*input_shape, 1), name="log_mel")
     x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name="input_bn", dtype="float32")(inputs)
     timbre = _stack(x, "timbre", TIMBRE_BLOCKS, config.widths, seed, synchronized_bn, precision)
