@@ -141,7 +141,7 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
 # --------------------------------------------------------------------------- similar
 
 
-def _index(run: Path, split: str, checkpoint: str):
+def split_index(run: Path, split: str, checkpoint: str):
     """(track ids, embeddings, prepared data) of ``split`` ("all" for every track), cached in the run folder."""
     from msd_triplet import runs
     from msd_triplet.training import embed_rows, load_run_model
@@ -177,7 +177,7 @@ def similar(query: str, run: str | Path, *, n: int = 10, split: str = "test", ch
     album_id, genres, styles, moods.
     """
     run = Path(run)
-    ids, embeddings, prepared, config = _index(run, split, checkpoint)
+    ids, embeddings, prepared, config = split_index(run, split, checkpoint)
     all_ids = prepared.tracks["track_id"].to_numpy().astype(str)
     where = {t: i for i, t in enumerate(all_ids)}
     if query in where:
