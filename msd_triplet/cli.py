@@ -328,6 +328,31 @@ def similar_cmd(query: str, run_dir: Path, n: int, split: str, checkpoint: str) 
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=40))
 
 
+@main.command("serve")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; anything but loopback exposes the run's audio to the network.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True,
+              help="TCP port (0: any free port).")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
+              show_default=True, help="Tracks to search, play and map.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("-n", "n", type=click.IntRange(min=1, max=100), default=10, show_default=True,
+              help="Neighbours per query.")
+@click.option("--max-upload-mb", type=click.IntRange(min=1, max=2048), default=50, show_default=True,
+              help="Largest audio upload accepted.")
+def serve_cmd(run_dir: Path, host: str, port: int, split: str, checkpoint: str, n: int, max_upload_mb: int) -> None:
+    """Listen to a run's neighbours in a browser: track search, uploads, a map of the split, the metrics."""
+    from msd_triplet.browse import RunBrowser
+    from msd_triplet.webapp import serve
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: anyone who can reach it can play the run's audio", err=True)
+    browser = RunBrowser(run_dir, split=split, checkpoint=checkpoint, say=click.echo)
+    browser.warm_up()
+    serve(browser, host=host, port=port, say=click.echo, neighbours=n, max_upload_bytes=max_upload_mb * 2 ** 20)
+
+
 @main.command("grid")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Experiment YAML with a grid section, e.g. experiments/demo-grid.yaml.")
