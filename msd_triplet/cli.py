@@ -255,6 +255,7 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
     click.echo("time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items())
                + f"; total {sum(report.seconds.values()):.0f} s")
     click.echo(f"wrote {report.run_dir} (SavedModel in {report.export_dir})")
+    click.echo(f"listen to the neighbours and see the map: msd-triplet serve {report.run_dir}")
 
 
 @main.command("export-savedmodel")
@@ -299,10 +300,14 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: usable CPUs].")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which checkpoint of a run folder.")
-def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoint: str) -> None:
+@click.option("--projector", "projector_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write TensorBoard Embedding Projector files here (needs --out X.npy).")
+def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoint: str, projector_dir) -> None:
     """Embed audio files and folders (mp3, wav, flac, ogg, aiff) with a trained model."""
     from msd_triplet.embed import embed_files
 
+    if projector_dir is not None and out.suffix != ".npy":
+        raise click.BadParameter(f"{out}: --projector needs the .npy output (--out X.npy)", param_hint="--projector")
     bar, progress = _progress_bar("embedding", unit="file")
     with bar:
         report = embed_files(paths, source, out, batch_size=batch_size, workers=workers, checkpoint=checkpoint,
@@ -310,6 +315,25 @@ def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoi
     click.echo(f"embedded {report.embedded:,} files, skipped {report.skipped:,} (reasons in "
                f"{report.skipped_manifest}) in {report.seconds:.1f} s")
     click.echo(f"wrote {report.out}" + (f" and {report.tracks}" if report.tracks != report.out else ""))
+    if projector_dir is not None and report.embedded:
+        from msd_triplet.projector import write_files_projector
+
+        folder = write_files_projector(report.out, projector_dir)
+        click.echo(f"wrote projector files to {folder}; view them with `tensorboard --logdir {folder}`")
+
+
+@main.command("projector")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
+              show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def projector_cmd(run_dir: Path, out: Path, split: str, checkpoint: str) -> None:
+    """TensorBoard Embedding Projector files of a run's split: vectors, names and tags of every facet."""
+    from msd_triplet.projector import write_run_projector
+
+    folder = write_run_projector(run_dir, out, split=split, checkpoint=checkpoint)
+    click.echo(f"wrote projector files to {folder}; view them with `tensorboard --logdir {folder}`")
 
 
 @main.command("similar")

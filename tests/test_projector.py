@@ -170,3 +170,28 @@ def test_write_files_projector_reads_what_embed_writes(tiny_run, prepared_root, 
     report.tracks.unlink()
     with pytest.raises(DataError, match=r"X\.npy: cannot read it or X\.tracks\.csv beside it"):
         write_files_projector(report.out, tmp_path / "again")
+
+
+def test_cli_projector_and_embed_projector(tiny_run, prepared_root, tmp_path):
+    from click.testing import CliRunner
+
+    from msd_triplet.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["projector", str(tiny_run), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert "tensorboard --logdir" in result.output
+    vectors, _, _ = served(tmp_path / "p")
+    assert len(vectors) > 0
+
+    audio = sorted((prepared_root / "audio").glob("*.wav"))[:2]
+    result = runner.invoke(main, ["embed", *map(str, audio), "--model", str(tiny_run), "--out",
+                                  str(tmp_path / "e.npy"), "--workers", "1", "--projector", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    vectors, columns, _ = served(tmp_path / "q")
+    np.testing.assert_array_equal(vectors, np.load(tmp_path / "e.npy"))
+
+    result = runner.invoke(main, ["embed", str(audio[0]), "--model", str(tiny_run), "--out",
+                                  str(tmp_path / "e.csv"), "--projector", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--projector needs the .npy output" in result.output
+    assert not (tmp_path / "e.csv").exists()
