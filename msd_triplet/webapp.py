@@ -46,6 +46,8 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     app = Flask("msd_triplet", static_folder=str(WEB_FOLDER / "static"), static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=max_upload_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
+    app.url_map.merge_slashes = False  # "//etc/passwd" is a 404, not a redirect to a cleaned path
+    app.url_map.strict_slashes = False
     curves: dict[str, Optional[str]] = {}
 
     def error(status: int, message: str):
