@@ -75,7 +75,8 @@ class RunBrowser:
         self.facets = tuple(self.config.data.tag_sets)
         self._tag_sets = {f: [frozenset(filter(None, s.split("; "))) for s in self.tracks[f]] for f in self.facets}
         self.roots = self._allowed_roots()
-        say(f"{len(self.track_ids):,} tracks of the {split} split embedded ({time.perf_counter() - started:.1f} s)")
+        say(f"{len(self.track_ids):,} tracks of the {split} split loaded with their embeddings "
+            f"({time.perf_counter() - started:.1f} s)")
         self._embedder = None
         self._points: dict[str, dict] = {}
         self.map = self._load_map(say)
@@ -166,13 +167,20 @@ class RunBrowser:
         return Query(np.asarray(vector, np.float32), None, label)
 
     def warm_up(self) -> None:
-        """Load the model for uploads now, so that the first upload is as fast as the rest."""
+        """Load the model and trace decoding, log-mel and embedding once, so the first upload is as fast as the rest.
+
+        Uses the first track of the split whose audio is readable; without one, only the model is loaded.
+        """
         from msd_triplet.embed import load_embedder
 
         if self._embedder is None:
             self._embedder = load_embedder(self.run, self.checkpoint)
-            shape = (1, self.config.features.n_mels, _frames(self.config.features), 1)
-            self._embedder.embed(np.zeros(shape, np.float32))
+        for track in self.track_ids[:5]:
+            try:
+                self.audio_query(self.audio_file(track), "warm-up")
+                return
+            except (NotFound, AudioError):
+                continue
 
     # ------------------------------------------------------------------ audio
 
@@ -309,12 +317,6 @@ def training_curves_svg(log_csv: Path) -> Optional[str]:
     out = io.StringIO()
     figure.savefig(out, format="svg")
     return out.getvalue()
-
-
-def _frames(features) -> int:
-    from msd_triplet.audio import feature_shape
-
-    return feature_shape(features)[1]
 
 
 def _digest(embeddings: np.ndarray) -> np.ndarray:
