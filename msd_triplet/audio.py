@@ -153,6 +153,8 @@ def _too_short(path: str, spec: SegmentSpec, have: float, truncated: bool = Fals
 
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
+    if "possibly a pipe" in text:  # libsndfile's words for an existing file whose content it does not recognise
+        return "not a recognised audio format"
     return text or type(exc).__name__
 
 

@@ -163,6 +163,10 @@ class RunBrowser:
         if batch.kinds[0]:
             message = str(batch.messages[0]).replace(str(path), label)
             raise AudioError(message, str(batch.kinds[0]))
+        if batch.silent[0]:
+            features = self._embedder.features
+            raise AudioError(f"{label}: the segment the model reads ({features.offset:g}–"
+                             f"{features.offset + features.duration:g} s) is silent", "silent")
         vector = self._embedder.embed(batch.log_mel[..., None])[0]
         return Query(np.asarray(vector, np.float32), None, label)
 
@@ -239,8 +243,9 @@ class RunBrowser:
     def map_points(self, facet: str) -> dict:
         """Points of the map coloured by ``facet``: each track's most common tag of that facet in the split.
 
-        Returns {"facet", "labels": [names, "other" last if used], "points": [[x, y, label index,
-        track_id, title, artist], ...]}; coordinates scaled to [0, 1].
+        Returns {"facet", "labels": [names, "other" last if used], "counts": [points per label],
+        "points": [[x, y, label index, track_id, title, artist], ...]}; coordinates scaled to [0, 1].
+        The labels named are the :data:`MAP_LABELS` that colour the most points.
         """
         if facet not in self.facets:
             raise NotFound(f"facet {str(facet)[:40]!r}: not one of {', '.join(self.facets)}")
@@ -253,8 +258,10 @@ class RunBrowser:
         counts = pd.Series([t for s in sets for t in s], dtype=object).value_counts()
         rank = {t: r for r, t in enumerate(counts.index)}
         dominant = [min(s, key=rank.__getitem__) if s else "(none)" for s in sets]
-        named = [t for t in counts.index[:MAP_LABELS]]
-        labels = named + (["other"] if len(counts) > MAP_LABELS or "(none)" in dominant else [])
+        # name the labels that colour the most points; a tag that is never a track's commonest colours none
+        coloured = pd.Series(dominant, dtype=object).value_counts()
+        named = [t for t in coloured.index if t != "(none)"][:MAP_LABELS]
+        labels = named + (["other"] if len(named) < len(coloured) else [])
         index = {t: i for i, t in enumerate(named)}
         other = len(named)
         lo, hi = self.map.min(axis=0), self.map.max(axis=0)
@@ -262,7 +269,8 @@ class RunBrowser:
         points = [[round(float(x), 4), round(float(y), 4), index.get(label, other), t,
                    self.tracks["title"].iat[i], self.tracks["artist"].iat[i]]
                   for i, ((x, y), label, t) in enumerate(zip(xy, dominant, self.track_ids))]
-        return {"facet": facet, "labels": labels, "points": points}
+        label_counts = np.bincount([p[2] for p in points], minlength=len(labels)).tolist()
+        return {"facet": facet, "labels": labels, "counts": label_counts, "points": points}
 
     # ------------------------------------------------------------------ run summary
 
@@ -270,6 +278,7 @@ class RunBrowser:
         """Run name, split, counts, facets and the evaluation (metrics.json) if there is one."""
         metrics_path = self.run / "metrics.json"
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+        metrics = _finite_or_none(metrics)  # NaN (e.g. a facet without queries) is not JSON
         return {"run": self.run.name, "split": self.split, "checkpoint": self.checkpoint,
                 "tracks": len(self.track_ids), "dimensions": int(self.embeddings.shape[1]),
                 "facets": list(self.facets), "metrics": metrics}
@@ -317,6 +326,17 @@ def training_curves_svg(log_csv: Path) -> Optional[str]:
     out = io.StringIO()
     figure.savefig(out, format="svg")
     return out.getvalue()
+
+
+def _finite_or_none(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None, recursively through dicts and lists."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _digest(embeddings: np.ndarray) -> np.ndarray:

@@ -59,6 +59,8 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     def http_error(exc: HTTPException):
         if exc.code == 413:
             return error(413, f"upload too large: at most {max_upload_bytes / 2 ** 20:.0f} MiB")
+        if exc.code == 404:
+            return error(404, f"{request.path[:100]}: no such page, file or API route")
         return error(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(NotFound)
@@ -103,11 +105,11 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         upload = request.files.get("audio")
         if upload is None or not upload.filename:
             return error(400, "no file: send the audio as the form field 'audio'")
-        name = Path(upload.filename).name[:120]
         try:
-            suffix = check_upload_name(name)
+            suffix = check_upload_name(Path(upload.filename).name)
         except ArgumentError as exc:
             return error(415, str(exc))
+        name = _short(Path(upload.filename).name, suffix)
         handle, temporary = tempfile.mkstemp(suffix=suffix, prefix="msd-triplet-upload-")
         try:
             with os.fdopen(handle, "wb") as out:
@@ -132,7 +134,8 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             wav = browser.segment_wav(track_id)
         except AudioError as exc:
             return error(422, str(exc))
-        return Response(wav, mimetype="audio/wav", headers={"Cache-Control": "max-age=3600"})
+        response = Response(wav, mimetype="audio/wav", headers={"Cache-Control": "max-age=3600"})
+        return response.make_conditional(request, accept_ranges=True, complete_length=len(wav))  # seekable
 
     @app.get("/audio/<track_id>/file")
     def whole_file(track_id: str):
@@ -151,6 +154,11 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     return app
 
 
+def _short(name: str, suffix: str, most: int = 120) -> str:
+    """An uploaded file's name for messages: at most ``most`` characters, keeping its extension."""
+    return name if len(name) <= most else name[:most - len(suffix) - 1] + "…" + suffix
+
+
 def _int_arg(value: Optional[str], name: str, default: int, low: int, high: int) -> int:
     if value is None or value == "":
         return default
@@ -165,9 +173,17 @@ def _int_arg(value: Optional[str], name: str, default: int, low: int, high: int)
 
 def serve(browser: RunBrowser, *, host: str = "127.0.0.1", port: int = 8765, say=print, **app_options) -> None:
     """Serve ``browser`` with werkzeug's threaded WSGI server until interrupted."""
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
-    server = make_server(host, port, create_app(browser, **app_options), threaded=True)
+    class Handler(WSGIRequestHandler):
+        timeout = 30  # seconds a client may stall mid-request before its thread gives up
+
+        def log_request(self, code="-", size="-") -> None:  # only failures, without terminal colours
+            status = getattr(code, "value", code)
+            if str(status).isdigit() and int(status) >= 400:
+                say(f"{self.command} {self.path[:200]} -> {status}")
+
+    server = make_server(host, port, create_app(browser, **app_options), threaded=True, request_handler=Handler)
     shown = f"[{host}]" if ":" in host else host
     say(f"serving {browser.run.name} ({len(browser.track_ids):,} {browser.split} tracks) at "
         f"http://{shown}:{server.port}/  (Ctrl-C to stop)")

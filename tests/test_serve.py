@@ -198,6 +198,55 @@ def test_bad_uploads_get_a_message_and_a_4xx(client, data, name, status, words):
     assert "msd-triplet-upload-" not in message  # the temporary file's name never shows
 
 
+def test_silent_and_long_named_uploads(client, browser):
+    import soundfile as sf
+
+    out = io.BytesIO()
+    sf.write(out, np.zeros(22_050 * 12, np.float32), 22_050, format="WAV")
+    response = upload(client, out.getvalue(), "quiet.wav")
+    assert response.status_code == 422 and "quiet.wav" in response.get_json()["error"]
+    assert "silent" in response.get_json()["error"]
+
+    long_name = "a" * 200 + ".wav"
+    response = upload(client, browser.audio_file(browser.track_ids[0]).read_bytes(), long_name)
+    assert response.status_code == 200, response.get_json()
+    label = response.get_json()["query"]["label"]
+    assert len(label) <= 120 and label.endswith(".wav")
+
+
+def test_text_named_mp3_is_not_a_recognised_format(client):
+    message = upload(client, b"just words, no audio " * 500, "words.mp3").get_json()["error"]
+    assert message.startswith("words.mp3: cannot decode audio") and "pipe" not in message
+
+
+def test_segment_answers_range_requests(client, browser):
+    track = browser.track_ids[0]
+    whole = client.get(f"/audio/{track}/segment").data
+    part = client.get(f"/audio/{track}/segment", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.data == whole[1000:2000]
+    assert part.headers["Accept-Ranges"] == "bytes"
+
+
+def test_non_finite_metrics_become_null_json(client, browser, tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "metrics.json").write_text('{"k": 3, "facets": {"genre": {"precision": NaN, "chance": 0.5}}}')
+    monkeypatch.setattr(browser, "run", tmp_path)
+    text = client.get("/api/run").get_data(as_text=True)
+    body = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert body["metrics"]["facets"]["genre"] == {"precision": None, "chance": 0.5}
+
+
+def test_map_labels_each_colour_points_and_counts_add_up(client, browser):
+    for facet in browser.facets:
+        body = client.get(f"/api/map?facet={facet}").get_json()
+        used = np.bincount([p[2] for p in body["points"]], minlength=len(body["labels"]))
+        assert body["counts"] == used.tolist() and sum(body["counts"]) == len(browser.track_ids)
+        assert all(c > 0 for c in body["counts"])
+        named = [c for label, c in zip(body["labels"], body["counts"]) if label != "other"]
+        assert named == sorted(named, reverse=True)
+
+
 def test_upload_without_a_file_is_400(client):
     response = client.post("/api/query", data={}, content_type="multipart/form-data")
     assert response.status_code == 400 and "audio" in response.get_json()["error"]

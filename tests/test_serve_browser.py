@@ -166,6 +166,28 @@ def test_bad_upload_shows_the_message(page, server, tmp_path):
     assert page.locator("#neighbours tbody tr").first.get_attribute("data-track") == browser.track_ids[2]
 
 
+def test_malformed_fragment_and_back_after_an_upload(page, server, tmp_path):
+    url, browser = server
+    page.goto(url + "/#track/50%")
+    page.wait_for_selector("body[data-ready='1']")
+    assert "malformed" in page.text_content("#message")
+
+    first, second = browser.track_ids[0], browser.track_ids[1]
+    page.goto(url + f"/#track/{first}")
+    page.wait_for_selector(f"body[data-loaded='{first}']")
+    song = tmp_path / "back.wav"
+    song.write_bytes(browser.audio_file(second).read_bytes())
+    page.set_input_files("#upload", str(song))
+    page.click("#upload-form button")
+    page.wait_for_selector("body[data-loaded='upload:back.wav']")
+    page.go_back()
+    page.wait_for_selector(f"body[data-loaded='{first}']")
+    assert page.text_content("#query-title").startswith(browser.tracks.loc[first, "title"])
+    page.go_forward()
+    page.wait_for_function("() => document.getElementById('query-title').textContent.includes('back.wav')")
+    assert page.problems == []
+
+
 def test_run_view_shows_metrics_with_intervals_and_curves(page, server):
     url, browser = server
     page.goto(url + "/#run")

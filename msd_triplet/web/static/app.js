@@ -32,6 +32,7 @@ async function getJSON(url, options) {
   if (!response.ok) {
     throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
   }
+  if (body === null) throw new Error(`${url}: the server's answer is not JSON`);
   return body;
 }
 
@@ -43,9 +44,19 @@ function showView(name) {
 }
 
 async function route() {
-  const hash = decodeURIComponent(location.hash.slice(1));
+  let hash;
+  try {
+    hash = decodeURIComponent(location.hash.slice(1));
+  } catch (_) {
+    showView("tracks");
+    showMessage(`The address ends in a malformed fragment (${location.hash.slice(0, 60)}); pick a track below.`);
+    return;
+  }
   showMessage("");
-  if (hash.startsWith("track/")) {
+  if (hash === "upload" && state.upload) {
+    showView("tracks");
+    renderNeighbours(state.upload.query, state.upload.neighbours, false);
+  } else if (hash.startsWith("track/") && hash.length > 6) {
     showView("tracks");
     await openTrack(hash.slice(6));
   } else if (hash === "map") {
@@ -107,7 +118,7 @@ function renderNeighbours(query, neighbours, isTrack) {
   } else {
     details.replaceChildren("Tags are unknown for uploaded audio; shared tags are not marked.");
   }
-  const head = ["#", "distance", "track", ...state.run.facets, "artist", "album", "segment", "whole file"];
+  const head = ["#", "squared distance", "track", ...state.run.facets, "artist", "album", "segment", "whole file"];
   $("neighbours").tHead.replaceChildren(el("tr", {}, ...head.map((h) => el("th", {}, h))));
   $("neighbours").tBodies[0].replaceChildren(...neighbours.map((n) => {
     const link = el("a", { href: `#track/${n.track_id}` }, trackLine(n));
@@ -146,7 +157,8 @@ async function upload(event) {
   form.append("audio", file, file.name);
   try {
     const body = await getJSON(`/api/query?n=${state.run.neighbours}`, { method: "POST", body: form });
-    history.replaceState(null, "", "#tracks");
+    state.upload = body;  // kept so that Back to #upload shows these results again
+    history.pushState(null, "", "#upload");
     showView("tracks");
     renderNeighbours(body.query, body.neighbours, false);
     document.body.dataset.loaded = `upload:${body.query.label}`;
@@ -179,7 +191,7 @@ async function drawMap() {
   context.clearRect(0, 0, width, height);
   const pad = 14;
   state.screen = state.map.points.map((p) => [pad + p[0] * (width - 2 * pad), pad + (1 - p[1]) * (height - 2 * pad)]);
-  const others = state.map.labels.length - 1;
+  const others = state.map.labels.indexOf("other");  // -1 when every point has a named label
   // "other" first, so that named labels are drawn on top
   const order = [...state.map.points.keys()].sort((a, b) => (state.map.points[b][2] === others) - (state.map.points[a][2] === others));
   for (const i of order) {
@@ -195,7 +207,7 @@ async function drawMap() {
   $("legend").replaceChildren(...state.map.labels.map((label, i) => {
     const swatch = el("i");
     swatch.style.background = PALETTE[Math.min(i, PALETTE.length - 1)];  // CSSOM: allowed by the page's CSP
-    return el("li", {}, swatch, label);
+    return el("li", {}, swatch, `${label} (${state.map.counts[i]})`);
   }));
   $("map-info").textContent = `${state.map.points.length} tracks, t-SNE of the embeddings; click a point to open and play it`;
 }
@@ -233,7 +245,7 @@ function clickPoint(event) {
 // ------------------------------------------------------------------ run
 
 function figure(entry, key = "precision", signed = false) {
-  if (!entry) return "";
+  if (!entry || entry[key] === null || entry[key] === undefined) return "";
   const value = entry[key];
   const text = (v) => (signed && v >= 0 ? "+" : "") + v.toFixed(3);
   return entry.ci_low === undefined || entry.ci_low === null ? text(value)
@@ -260,7 +272,7 @@ function renderRun() {
       return el("tr", {}, el("td", {}, facet), el("td", { className: "num" }, figure(r)),
         el("td", { className: "num" }, figure(metrics.untrained && metrics.untrained[facet])),
         el("td", { className: "num" }, figure(d, "difference", true), separated ? el("span", { className: "star" }, " *") : ""),
-        el("td", { className: "num" }, r.chance === undefined ? "" : r.chance.toFixed(3)),
+        el("td", { className: "num" }, r.chance === undefined || r.chance === null ? "" : r.chance.toFixed(3)),
         el("td", { className: "num" }, r.queries));
     }));
     table.hidden = false;
