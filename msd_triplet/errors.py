@@ -33,8 +33,8 @@ class AudioError(MsdTripletError):
     """An audio file cannot be decoded or does not hold the requested segment.
 
     ``kind`` is a short machine-readable category for manifests and counts:
-    ``missing``, ``empty``, ``undecodable``, ``too_short``, ``truncated``,
-    ``not_finite``.
+    ``missing``, ``not_a_file`` (a directory, device, FIFO or socket),
+    ``empty``, ``undecodable``, ``too_short``, ``truncated``, ``not_finite``.
     """
 
     def __init__(self, message: str, kind: str = "undecodable") -> None:
