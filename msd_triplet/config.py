@@ -333,6 +333,7 @@ class AblationConfig:
 class Config:
     """A whole experiment. ``seed`` controls every random process (paper VI)."""
 
+    # the run folder <training.runs>/<name> (and <grid.folder>/<name>): one folder name, checked
     name: str = "experiment"
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
@@ -346,6 +347,7 @@ class Config:
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self) -> None:
+        _check_run_name(self.name)
         missing = sorted(set(self.lsi.tag_sets) - set(self.data.tag_sets))
         if missing:
             raise ConfigError(
@@ -390,10 +392,17 @@ def load_config(path: str | os.PathLike) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: byte {exc.start} (line {line}, 0x{exc.object[exc.start]:02x}) is not UTF-8; "
+                          "a config file must be UTF-8 text (YAML)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
     try:
         raw = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # valid UTF-8, but control characters: a binary file
+        raise ConfigError(f"{path}: character {exc.position} (#x{exc.character:04x}) is not allowed in YAML; "
+                          "a config file must be UTF-8 text (YAML)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -511,6 +520,13 @@ def _describe(value: Any) -> str:
 def _check_positive(key: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{key}: must be > 0, got {value}")
+
+
+def _check_run_name(name: str) -> None:
+    """``name`` becomes one folder under ``training.runs`` (and ``grid.folder``): it must not leave it."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(f"name: must be one folder name (not empty, '.' or '..'; no '/', '\\' or NUL), "
+                          f"got {name!r}")
 
 
 def _check_tag_sets(key: str, names: tuple[str, ...]) -> None:

@@ -150,3 +150,34 @@ def test_uncertainty_defaults_and_values():
     cfg = config_from_dict({"evaluation": {"bootstrap_unit": "album", "confidence": 0.9}, "grid": {"seeds": [3, 1]}})
     assert cfg.evaluation.bootstrap_unit == "album" and cfg.evaluation.confidence == 0.9
     assert cfg.grid.seeds == (3, 1)
+
+
+@pytest.mark.parametrize("data, where", [
+    ("seed: 1\n# caf\u00e9 in Latin-1\n".encode("latin-1"), "byte 13 (line 2, 0xe9) is not UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "byte 0 (line 1, 0x89) is not UTF-8"),
+    (b"seed: 1\n\x00\x01\x02binary", "character 8 (#x0000) is not allowed in YAML"),
+])
+def test_a_config_that_is_not_utf8_text_is_a_config_error(tmp_path, data, where):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {where}") and "\n" not in message
+    assert message.endswith("a config file must be UTF-8 text (YAML)")
+
+
+@pytest.mark.parametrize("name", ["../../escape", "", ".", "..", "a/b", "/abs", "a\\b", "nul\0"])
+def test_a_run_name_must_be_one_folder_name(name):
+    with pytest.raises(ConfigError, match=r"^<dict>: name: must be one folder name .*got "):
+        config_from_dict({"name": name})
+
+
+def test_a_run_name_that_escapes_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp.yaml: name: must be one folder name .*got '../../escape'$"):
+        load_config(_write(tmp_path, "name: ../../escape\n"))
+
+
+@pytest.mark.parametrize("name", ["demo", "my run 2", "..hidden-ish", "a.b", "café"])
+def test_ordinary_run_names_are_kept(tmp_path, name):
+    assert config_from_dict({"name": name}).name == name
