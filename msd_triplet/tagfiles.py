@@ -143,18 +143,56 @@ def read_tag_file(path: str | Path, tagset: Optional[str] = None) -> tuple[pd.Da
 
 
 def read_tag_files(data: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Read and combine every entry of ``data.tags``; duplicate assignments are dropped and counted."""
-    frames, skips = [], []
+    """Read and combine every entry of ``data.tags``; duplicate assignments are dropped and counted.
+
+    A track whose tags of one set differ between two files keeps the union of them, and each
+    such (track, set) is listed in the skip records with both files' tags (``conflicting_tracks``
+    counts them), so that a merge is never silent.
+    """
+    frames, skips, sources = [], [], []
     for entry in data.tags:
         tagset, relative = parse_tag_entry(entry, data)
         assignments, skipped = read_tag_file(data.path(relative), tagset)
         frames.append(assignments)
         skips.append(skipped)
+        sources.append(str(data.path(relative)))
     combined = pd.concat(frames, ignore_index=True)
     unique = combined.drop_duplicates(list(ASSIGNMENT_COLUMNS), ignore_index=True)
+    conflicts = conflicting_tags(frames, sources)
     counts = {"tag_files": len(frames), "assignments_read": int(len(combined)),
-              "duplicate_assignments": int(len(combined) - len(unique))}
-    return unique, pd.concat(skips, ignore_index=True), counts
+              "duplicate_assignments": int(len(combined) - len(unique)),
+              "conflicting_tracks": int(conflicts["track_id"].nunique())}
+    return unique, pd.concat([*skips, conflicts], ignore_index=True), counts
+
+
+def conflicting_tags(frames: list[pd.DataFrame], sources: list[str]) -> pd.DataFrame:
+    """Skip records of (track, set) pairs whose tags differ between files (``frames[i]`` read from ``sources[i]``).
+
+    Only pairs present in two or more files are compared, so files of disjoint sets or tracks cost
+    one pass over their keys.
+    """
+    if len(frames) < 2:
+        return md.skip_frame()
+    keys = pd.concat([f[["track_id", "tagset"]].drop_duplicates().assign(file=i) for i, f in enumerate(frames)],
+                     ignore_index=True)
+    shared = keys.loc[keys.duplicated(["track_id", "tagset"], keep=False), ["track_id", "tagset"]].drop_duplicates()
+    if shared.empty:
+        return md.skip_frame()
+    tags = []
+    for i, frame in enumerate(frames):
+        rows = frame.merge(shared, on=["track_id", "tagset"])
+        if len(rows):
+            joined = rows.groupby(["track_id", "tagset"])["tag"].agg(lambda t: ", ".join(sorted(set(t))))
+            tags.append(joined.rename(i))
+    table = pd.concat(tags, axis=1)
+    records = []
+    for (track, tagset), row in table.iterrows():
+        present = row.dropna()
+        if len(present) > 1 and present.nunique() > 1:
+            listed = "; ".join(f"{sources[i]}: {present[i]}" for i in present.index)
+            records.append((" + ".join(sources[i] for i in present.index), None, track,
+                            f"conflicting {tagset} tags between files ({listed}); kept their union"))
+    return md.skip_frame(records)
 
 
 def _assignments(columns: dict) -> pd.DataFrame:

@@ -310,7 +310,9 @@ def _ingest(config: Config, say: Callable[[str], None]) -> _Ingested:
     data = config.data
     assignments, tag_skips, counts = read_tag_files(data)
     say(f"read {counts['assignments_read']:,} tag assignments from {counts['tag_files']} file(s) "
-        f"({counts['duplicate_assignments']:,} duplicates dropped)")
+        f"({counts['duplicate_assignments']:,} duplicates dropped"
+        + (f"; {counts['conflicting_tracks']:,} tracks with conflicting tags in two files, merged and listed "
+           "in skipped.csv" if counts.get("conflicting_tracks") else "") + ")")
     outside = ~assignments["tagset"].isin(data.tag_sets)
     counts["assignments_of_unselected_sets"] = int(outside.sum())
     assignments = assignments.loc[~outside].reset_index(drop=True)

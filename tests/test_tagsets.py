@@ -314,6 +314,22 @@ def test_duplicates_are_dropped_and_counted(tmp_path):
     assert counts["assignments_read"] == 2 * (len(EXPECTED) + 2)
     assert counts["duplicate_assignments"] == len(EXPECTED) + 4
 
+    assert counts["conflicting_tracks"] == 0  # the same file twice: duplicates, no conflict
+
+
+def test_conflicting_rows_in_two_files_are_merged_and_listed(tmp_path):
+    (tmp_path / "a.csv").write_text(f"track_id,tagset,tag\n{tid(1)},genres,Jazz\n{tid(2)},genres,Rap\n"
+                                    f"{tid(3)},moods,Sad\n")
+    (tmp_path / "b.csv").write_text(f"track_id,tagset,tag\n{tid(1)},genres,Blues\n{tid(1)},genres,Jazz\n"
+                                    f"{tid(2)},genres,Rap\n{tid(3)},genres,Latin\n")
+    assignments, skips, counts = read_tag_files(DataConfig(root=str(tmp_path), tags=("a.csv", "b.csv")))
+    assert set(assignments.loc[assignments["track_id"] == tid(1), "tag"]) == {"Jazz", "Blues"}  # the union
+    assert counts["conflicting_tracks"] == 1  # tid(2) agrees; tid(3) has different sets, not a conflict
+    [record] = skips.loc[skips["reason"].str.startswith("conflicting")].to_dict("records")
+    assert record["track_id"] == tid(1)
+    assert "a.csv: Jazz" in record["reason"] and "b.csv: Blues, Jazz" in record["reason"]
+    assert "kept their union" in record["reason"]
+
 
 # --- metadata and audio
 
