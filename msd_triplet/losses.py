@@ -3,12 +3,13 @@
 Per batch of B tracks: embeddings E [B, d], LSI vectors L [B, k], album ids A [B].
 
 1. :func:`lsi_cosine` — cosine similarity of the L2-normalised rows of L,
-   diagonal 0; an all-zero LSI row (see :meth:`msd_triplet.lsi.LsiModel.transform`)
-   has cosine 0 with everyone, so it is never a positive. Other relatedness
+   diagonal 0; an all-zero LSI row (a track without a topic, see
+   :meth:`msd_triplet.lsi.LsiModel.transform`) has cosine 0 with everyone,
+   and :func:`pair_masks` makes it neither a positive nor a negative. Other relatedness
    kinds (Jaccard overlap of binary tags, label equality) for the ablation:
    :mod:`msd_triplet.relatedness`.
 2. :func:`pair_masks` — positives: relatedness >= 0.8, negatives: < 0.2;
-   never i = j; with the album filter, pairs from one album are neither.
+   never i = j, never a zero LSI row; with the album filter, pairs from one album are neither.
 3. :func:`squared_distances` — ‖e_i − e_j‖², without a square root (its
    gradient at 0 is infinite), clipped at 0.
 4. :func:`triplet_terms` — mining (:mod:`msd_triplet.mining`, all in B × B
@@ -37,6 +38,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from msd_triplet.errors import ArgumentError
 from msd_triplet.mining import MINING, masked_max, masked_min, safe_mean
 from msd_triplet.relatedness import KINDS, relatedness_matrix
 
@@ -59,7 +61,8 @@ def pack_targets(lsi_vectors: np.ndarray, album_ids: np.ndarray) -> np.ndarray:
     """
     _, index = np.unique(np.asarray(album_ids), return_inverse=True)
     if index.max(initial=0) >= 2 ** 24:
-        raise ValueError("more than 2**24 albums cannot be stored exactly in float32 targets")
+        raise ArgumentError(f"album_ids: {index.max() + 1} distinct albums; at most 2**24 can be stored exactly "
+                            "in float32 targets")
     return np.concatenate([np.asarray(lsi_vectors, np.float32), index.astype(np.float32)[:, None]], axis=1)
 
 
@@ -85,11 +88,19 @@ def pair_masks(lsi, albums, positive_threshold: float = 0.8, negative_threshold:
     ``relatedness`` says how the rows of ``lsi`` relate two tracks
     (:func:`msd_triplet.relatedness.relatedness_matrix`): ``cosine`` of LSI
     vectors (the paper), ``jaccard`` of binary tag vectors, ``label`` equality.
+    With ``cosine``, a track whose LSI row is zero (norm <= 1e-12: a track
+    without a topic, zeroed by :meth:`msd_triplet.lsi.LsiModel.transform`) is
+    in no pair, neither positive nor negative, as anchor or as partner.
     """
     tf = _tf()
     cos = relatedness_matrix(lsi, relatedness)
     size = tf.shape(cos)[0]
     allowed = tf.logical_not(tf.eye(size, dtype=tf.bool))
+    if relatedness == "cosine":
+        # A zero LSI row (no topic: LsiModel.transform zeroes it exactly) has cosine 0 with everyone,
+        # which would make it everyone's negative; it is neither.
+        has_topic = tf.norm(tf.convert_to_tensor(lsi, tf.float32), axis=1) > _ZERO_NORM
+        allowed = tf.logical_and(allowed, tf.logical_and(has_topic[:, None], has_topic[None, :]))
     if album_filter:
         albums = tf.convert_to_tensor(albums)
         allowed = tf.logical_and(allowed, tf.not_equal(albums[:, None], albums[None, :]))
@@ -181,9 +192,9 @@ def _loss_config(obj) -> dict[str, Any]:
 def _set_loss_config(obj, positive_threshold, negative_threshold, margin, mining, album_filter,
                      soft_margin=False, relatedness="cosine") -> None:
     if mining not in MINING:
-        raise ValueError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
+        raise ArgumentError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
     if relatedness not in KINDS:
-        raise ValueError(f"relatedness {relatedness!r}: expected one of {', '.join(KINDS)}")
+        raise ArgumentError(f"relatedness {relatedness!r}: expected one of {', '.join(KINDS)}")
     obj.soft_margin = bool(soft_margin)
     obj.relatedness = relatedness
     obj.positive_threshold = float(positive_threshold)
@@ -242,7 +253,7 @@ class TripletStatistic(keras.metrics.Mean):
                  album_filter: bool = True, soft_margin: bool = False, relatedness: str = "cosine",
                  name: str | None = None, **kwargs: Any) -> None:
         if statistic not in STATISTICS:
-            raise ValueError(f"statistic {statistic!r}: expected one of {', '.join(STATISTICS)}")
+            raise ArgumentError(f"statistic {statistic!r}: expected one of {', '.join(STATISTICS)}")
         super().__init__(name=name or statistic, **kwargs)
         self.statistic = statistic
         _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin,

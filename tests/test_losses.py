@@ -21,8 +21,8 @@ def reference(e, lsi, albums, mining, pos_th=0.8, neg_th=0.2, margin=0.2, album_
     norms = np.linalg.norm(lsi, axis=1)
     unit = [lsi[i] / norms[i] if norms[i] > 1e-12 else np.zeros_like(lsi[i]) for i in range(b)]
 
-    def allowed(i, j):
-        return i != j and (not album_filter or albums[i] != albums[j])
+    def allowed(i, j):  # a zero LSI row (no topic) is in no pair
+        return i != j and (not album_filter or albums[i] != albums[j]) and norms[i] > 1e-12 and norms[j] > 1e-12
 
     cos = [[float(unit[i] @ unit[j]) for j in range(b)] for i in range(b)]
     pos = [[j for j in range(b) if allowed(i, j) and cos[i][j] >= pos_th] for i in range(b)]
@@ -132,6 +132,55 @@ def test_masks_and_distances():
     brute = ((e[:, None, :].astype(np.float64) - e[None, :, :]) ** 2).sum(-1)
     np.testing.assert_allclose(d, brute, atol=1e-5)
     assert np.all(d >= 0) and not np.any(np.diag(d))
+
+
+def test_a_zero_lsi_row_is_in_no_pair():
+    # Rows 2 and 5 have no topic. Before, cosine 0 made them every track's negative (and anchors with
+    # negatives only); now they are neither positive nor negative, as anchor or as partner.
+    e, lsi, albums = random_batch(11)
+    lsi[[2, 5]] = 0.0
+    pos, neg = (m.numpy() for m in losses.pair_masks(lsi, albums))
+    for zero in (2, 5):
+        assert not pos[zero].any() and not neg[zero].any() and not pos[:, zero].any() and not neg[:, zero].any()
+    live = np.setdiff1d(np.arange(len(e)), [2, 5])
+    assert neg[np.ix_(live, live)].any() and pos[np.ix_(live, live)].any()  # the others still have pairs
+    for mining in MODES:  # and the loss equals the brute-force loop, which never pairs a zero row
+        loss, stats = losses.lsi_triplet_loss(e, lsi, albums, mining=mining, return_statistics=True)
+        ref_loss, ref_valid, _ = reference(e, lsi, albums, mining)
+        assert float(loss) == pytest.approx(ref_loss, abs=1e-5) and float(stats["valid_anchors"]) == pytest.approx(ref_valid)
+    # the loss does not depend on the embedding of a zero row: it is in no triplet
+    moved = e.copy()
+    moved[[2, 5]] += 10.0
+    assert float(losses.lsi_triplet_loss(moved, lsi, albums, mining="batch_all")) == pytest.approx(
+        float(losses.lsi_triplet_loss(e, lsi, albums, mining="batch_all")), abs=1e-6)
+
+
+def test_tracks_zeroed_by_lsi_get_no_pair():
+    # LsiModel.transform zeroes a track without a topic exactly; the loss then leaves it out of every pair
+    import scipy.sparse as sp
+
+    from msd_triplet.lsi import LsiModel
+
+    comps = np.array([[1.0, 0.0, 1e-17], [0.0, 1.0, 1e-17]])  # tag c: round-off only
+    model = LsiModel(("genres",), ("genres:a", "genres:b", "genres:c"), np.array([3.0, 2.0]), comps)
+    tags = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], np.float64))
+    lsi = model.transform(tags)
+    assert not lsi[3:].any()
+    pos, neg = (m.numpy() for m in losses.pair_masks(lsi, np.arange(5)))
+    assert pos.tolist() == [[False, True, False, False, False], [True, False, False, False, False]] + [[False] * 5] * 3
+    assert neg[:3, :3].tolist() == [[False, False, True], [False, False, True], [True, True, False]]
+    assert not neg[3:].any() and not neg[:, 3:].any()
+
+
+def test_argument_errors_are_package_errors():
+    from msd_triplet.errors import ArgumentError, MsdTripletError
+
+    for make, match in [(lambda: losses.LsiTripletLoss(mining="hardest"), "mining 'hardest'.*batch_hard"),
+                        (lambda: losses.LsiTripletLoss(relatedness="dot"), "relatedness 'dot'.*cosine"),
+                        (lambda: losses.TripletStatistic("spread"), "statistic 'spread'.*valid_anchors")]:
+        with pytest.raises(ArgumentError, match=match) as info:
+            make()
+        assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
 
 
 def test_statistics_signal_collapse():
