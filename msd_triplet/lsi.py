@@ -36,7 +36,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from msd_triplet.config import TAG_SETS, LsiConfig
-from msd_triplet.errors import ConfigError, DataError
+from msd_triplet.errors import ArgumentError, ConfigError, DataError
 from msd_triplet.fileio import atomic_path
 
 #: Above this many tags ``solver="auto"`` uses svds instead of a dense Gram matrix.
@@ -120,17 +120,48 @@ class LsiModel:
     def transform(self, matrix: sp.spmatrix, zero_norm_rtol: float = 1e-6) -> np.ndarray:
         """LSI vectors of tracks: float32 [tracks, k] = rows of ``weight(matrix) @ componentsᵀ``.
 
-        A track whose tags lie (almost) outside the k topics gets a vector of
-        norm ~1e-16; normalising that noise would give a random direction and
-        random positives in the loss. Rows with a norm below ``zero_norm_rtol``
-        × the median row norm are therefore set to exactly zero.
+        A track whose tags lie outside the k topics has, in exact arithmetic,
+        the zero vector; computed, it is round-off of norm ~1e-15, and
+        normalising that noise would give a random direction and random pairs
+        in the loss. Rows with a norm <= ``zero_norm_rtol`` × σ₁ (the largest
+        singular value) are therefore set to exactly zero: such a track has
+        no topic, and the loss makes it neither a positive nor a negative of
+        any track (:func:`msd_triplet.losses.pair_masks`).
+
+        Why σ₁ and 1e-6:
+
+        * σ₁ = ‖W‖₂ is at least the norm of every (weighted) tag row the model
+          was fitted on, and an LSI vector is never longer than its tag row
+          (the topics are orthonormal): σ₁ is the scale of the data. It is a
+          property of the model, so a track is zeroed or kept whatever other
+          tracks are transformed with it. (The earlier bound, relative to the
+          median row norm, failed when most tracks lie outside the k topics:
+          the median was itself round-off and nothing was zeroed.)
+        * Noise: both solvers are backward stable, so the computed topics are
+          exact for a matrix within about n·ε·σ₁ of W (n tags, ε = 2.2e-16
+          in float64); the leakage of a track into topics it has no share in
+          is about n·ε·σ₁ times σ₁² / (σ_k² − σ_{k+1}²), which for 6,000 tags
+          is ~1e-12·σ₁ times that gap factor (measured: ~1e-16·σ₁).
+        * Signal: a kept track has at least one millionth of the data's scale
+          inside the k topics; 1e-6 leaves six orders of magnitude above the
+          pessimistic noise bound for gap factors up to 1e3, and float32
+          normalises vectors of that size exactly enough for a cosine.
+          No √k factor: the bound is on the norm, and the norm of k noise
+          coordinates grows only like √k (≤ 100 for k ≤ 10,000).
+
+        ArgumentError if ``zero_norm_rtol`` is negative or not finite (0 zeroes
+        only exact zeros).
         """
+        if not (np.isfinite(zero_norm_rtol) and zero_norm_rtol >= 0):
+            raise ArgumentError(f"zero_norm_rtol {zero_norm_rtol!r}: expected a finite number >= 0 "
+                                "(a fraction of the largest singular value, e.g. 1e-6)")
         vectors = np.asarray(self.weight(matrix) @ self.components.T)
-        norms = np.linalg.norm(vectors, axis=1)
-        positive = norms[norms > 0]
-        if len(positive):
-            vectors[norms < zero_norm_rtol * np.median(positive)] = 0.0
+        vectors[np.linalg.norm(vectors, axis=1) <= self.zero_norm(zero_norm_rtol)] = 0.0
         return vectors.astype(np.float32)
+
+    def zero_norm(self, zero_norm_rtol: float = 1e-6) -> float:
+        """The norm at or below which :meth:`transform` sets an LSI vector to zero: ``zero_norm_rtol`` × σ₁."""
+        return float(zero_norm_rtol) * float(self.singular_values[0]) if len(self.singular_values) else 0.0
 
     def topic_terms(self, topic: int, n: int = 10) -> tuple[list[tuple[str, str, float]], list[tuple[str, str, float]]]:
         """The ``n`` strongest positive and negative tags of ``topic`` as (set, tag, weight)."""

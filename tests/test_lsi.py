@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from msd_triplet import lsi
 from msd_triplet.config import LsiConfig
-from msd_triplet.errors import ConfigError, DataError
+from msd_triplet.errors import ArgumentError, ConfigError, DataError
 
 
 def random_tag_matrix(tracks: int = 400, tags: int = 60, seed: int = 0) -> tuple[sp.csr_matrix, tuple[str, ...]]:
@@ -112,6 +112,49 @@ def test_near_zero_vectors_become_zero():
     assert vectors[0, 0] > 0.7 and vectors[2, 0] == 0.0
     cos = lsi.cosine_similarity(vectors)
     assert cos[2].tolist() == [0.0, 0.0, 0.0] and cos[0, 1] == pytest.approx(1.0)
+
+
+def issue_example() -> tuple[sp.csr_matrix, tuple[str, ...]]:
+    """4,000 tracks tagged only within tags 0-3 and 6,000 tracks on 60 other tags (issue 15)."""
+    rng = np.random.default_rng(0)
+    rows = [rng.choice(4, rng.integers(1, 3), replace=False) for _ in range(4_000)]
+    rows += [4 + rng.choice(60, rng.integers(1, 4), replace=False) for _ in range(6_000)]
+    indptr = np.cumsum([0] + [len(r) for r in rows])
+    matrix = sp.csr_matrix((np.ones(indptr[-1]), np.concatenate(rows), indptr), shape=(10_000, 64))
+    return matrix, tuple(f"genres:t{j}" for j in range(64))
+
+
+@pytest.mark.parametrize("solver", ["svds", "gram"])
+def test_tracks_outside_the_topics_are_zeroed_whatever_the_median(solver):
+    matrix, vocabulary = issue_example()
+    model = lsi.fit_lsi(matrix, vocabulary, 4, solver=solver)
+    raw = np.linalg.norm(np.asarray(matrix @ model.components.T), axis=1)
+    assert raw[4_000:].max() < 1e-13 and raw[:4_000].min() > 0.99  # round-off against real vectors
+    if solver == "svds":  # the old rule: round-off is the majority, so the median norm is round-off too
+        assert np.median(raw[raw > 0]) < 1e-13 and not np.any(raw[4_000:][raw[4_000:] > 0] < 1e-6 * np.median(
+            raw[raw > 0]))
+    vectors = model.transform(matrix)
+    norms = np.linalg.norm(vectors, axis=1)
+    assert not vectors[4_000:].any() and norms[:4_000].min() > 0.99
+    # the bound is the model's, not the batch's: one track alone is zeroed (or kept) as in the whole set
+    np.testing.assert_array_equal(model.transform(matrix[[4_000, 0]]), vectors[[4_000, 0]])
+
+
+def test_zero_norm_bound_is_relative_to_the_largest_singular_value():
+    # Norms 1e-3, 2e-3 and 1: the median (2e-3) bound 2e-9 keeps every track; σ₁ = 1,000 gives a bound
+    # 1e-3: the first track is zeroed (at the bound), the second kept (just above it).
+    comps = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    model = lsi.LsiModel(("genres",), ("genres:a", "genres:b", "genres:c"), np.array([1_000.0, 1.0]), comps)
+    x = sp.csr_matrix(np.array([[1e-3, 0, 0], [0, 2e-3, 0], [1.0, 0, 0]]))
+    assert model.zero_norm() == pytest.approx(1e-3)
+    vectors = model.transform(x)
+    assert not vectors[0].any() and vectors[1, 1] == np.float32(2e-3) and vectors[2, 0] == 1.0
+    assert model.transform(x, zero_norm_rtol=1e-7)[0, 0] == np.float32(1e-3)
+    assert model.transform(x, zero_norm_rtol=0.0)[0, 0] == np.float32(1e-3)  # 0: only exact zeros
+    assert model.truncate(1).zero_norm() == model.zero_norm()  # σ₁ is every truncation's
+    for bad in (-1e-6, float("nan")):
+        with pytest.raises(ArgumentError, match="zero_norm_rtol"):
+            model.transform(x, zero_norm_rtol=bad)
 
 
 def test_tfidf_weighting(data):
