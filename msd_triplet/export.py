@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
 import keras
 
+import msd_triplet
 from msd_triplet import audio
 from msd_triplet.config import Config, save_config
 from msd_triplet.errors import MsdTripletError
-from msd_triplet.fileio import atomic_write_text
-from msd_triplet.layers import LogMel  # noqa: F401 - also registers the custom objects for loading
-from msd_triplet.losses import LsiTripletLoss  # noqa: F401
+from msd_triplet.fileio import atomic_write_text, sibling_temp
+from msd_triplet.layers import LogMel
 from msd_triplet.runs import run_config
 
 #: The signature that takes log-mel features; TensorFlow Serving's ``serving_default`` is the same function.
@@ -80,6 +79,7 @@ def export_savedmodel(run: str | os.PathLike, out: str | os.PathLike, *, checkpo
     run, out = Path(run), Path(out)
     config = run_config(run)
     _check_target(out, run, overwrite)
+    register_custom_objects()
     model = load_run_model(run, checkpoint)
     bands, frames = audio.feature_shape(config.features)
     samples = audio.SegmentSpec.from_config(config.features).samples
@@ -95,17 +95,29 @@ def export_savedmodel(run: str | os.PathLike, out: str | os.PathLike, *, checkpo
                          input_signature=[tf.TensorSpec((None, samples), tf.float32, name=WAVEFORM)])
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = sibling_temp(out, ".tmp", folder=True)  # 0o777 & ~umask, as mkdir gives (mkdtemp: always 0700)
     try:
         archive.write_out(str(tmp), verbose=False)
         save_config(config, tmp / CONFIG)
-        atomic_write_text(tmp / README, _readme(config, run, _checkpoint_name(run, checkpoint), out,
+        atomic_write_text(tmp / README, _readme(config, run, loaded_checkpoint(run, checkpoint).name, out,
                                                 int(model.output_shape[-1])))
         _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def register_custom_objects() -> None:
+    """Register msd-triplet's layer, loss and metrics with Keras, before a checkpoint is loaded.
+
+    A run's checkpoints are saved compiled, so loading one needs
+    :class:`~msd_triplet.losses.LsiTripletLoss` and its metrics known to Keras.
+    ``import msd_triplet`` already arranges this once Keras is imported (see
+    the package docstring); the call makes it explicit and independent of
+    import order. Cheap and idempotent.
+    """
+    msd_triplet._register_keras_objects()
 
 
 def _check_target(out: Path, run: Path, overwrite: bool) -> None:
@@ -140,10 +152,12 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _checkpoint_name(run: Path, checkpoint: str) -> str:
-    """The file :func:`msd_triplet.training.load_run_model` loaded (``best`` falls back to ``last``)."""
-    name = f"{checkpoint}.keras"
-    return name if (run / "checkpoints" / name).is_file() else "last.keras"
+def loaded_checkpoint(run: str | os.PathLike, checkpoint: str = "best") -> Path:
+    """The file :func:`msd_triplet.training.load_run_model` loads: ``checkpoints/<checkpoint>.keras``,
+    ``best`` falling back to ``last`` (a run without validation). The file may not exist."""
+    folder = Path(run) / "checkpoints"
+    path = folder / f"{checkpoint}.keras"
+    return path if path.is_file() or checkpoint != "best" else folder / "last.keras"
 
 
 def _readme(config: Config, run: Path, checkpoint: str, out: Path, dim: int) -> str:
@@ -222,6 +236,7 @@ def load_embedding_model(run_or_path: str | os.PathLike, *, checkpoint: str = "b
     from msd_triplet.model import embedding_model
     from msd_triplet.training import load_run_model
 
+    register_custom_objects()
     source = Path(run_or_path)
     if source.is_dir():
         if (source / "saved_model.pb").is_file():

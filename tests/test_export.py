@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -27,9 +28,14 @@ def trained_run(tiny_run) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory) -> Path:
+    """The run exported under umask 022 (test_export_gets_the_modes_of_a_plain_mkdir checks the modes)."""
     from msd_triplet.export import export_savedmodel
 
-    return export_savedmodel(trained_run, tmp_path_factory.mktemp("exported") / "model")
+    previous = os.umask(0o022)
+    try:
+        return export_savedmodel(trained_run, tmp_path_factory.mktemp("exported") / "model")
+    finally:
+        os.umask(previous)
 
 
 def _test_tracks(run: Path, n: int = 3):
@@ -194,6 +200,13 @@ def test_export_folder_holds_readme_config_and_nothing_else(trained_run, exporte
     exec("\n".join(line.strip() for line in lines), namespace)
     assert namespace["embedding"].shape == (1, DIM)
     np.testing.assert_allclose(np.linalg.norm(namespace["embedding"], axis=1), 1.0, atol=1e-5)
+
+
+def test_export_gets_the_modes_of_a_plain_mkdir(exported):
+    # exported under umask 022: what mkdir/open give there, not tempfile.mkdtemp's private 0700
+    found = {str(p.relative_to(exported)): stat.S_IMODE(p.stat().st_mode) for p in [exported, *exported.rglob("*")]}
+    assert {".", "variables", "saved_model.pb", "README.txt", "msd_triplet_config.yaml"} <= set(found)
+    assert found == {name: 0o755 if (exported / name).is_dir() else 0o644 for name in found}
 
 
 def test_export_refuses_to_overwrite_and_names_what_is_wrong(trained_run, exported, tmp_path):
