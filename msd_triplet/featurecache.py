@@ -39,7 +39,7 @@ import pandas as pd
 
 from msd_triplet import audio
 from msd_triplet.config import Config, FeatureConfig
-from msd_triplet.errors import DataError
+from msd_triplet.errors import ArgumentError, DataError
 from msd_triplet.fileio import atomic_path, atomic_write_json
 
 CACHE_FORMAT = 1
@@ -161,7 +161,8 @@ class RowWriter:
         rows = np.asarray(rows, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float32)
         if values.shape != (len(rows), *self._shape):
-            raise ValueError(f"rows {len(rows)} and values {values.shape} do not match row shape {self._shape}")
+            raise ArgumentError(f"values: shape {values.shape} for {len(rows)} rows; "
+                                f"expected {(len(rows), *self._shape)}")
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
             data = memoryview(values[start:stop]).cast("B")
@@ -267,7 +268,8 @@ def open_or_create(directory: Path, track_ids: list[str], audio_paths: list[str]
                     shard: Optional[tuple[int, int]]) -> FeatureCache:
     """Open the cache at ``directory`` for this track list, creating or re-laying it out as needed."""
     if len(set(track_ids)) != len(track_ids):
-        raise ValueError("track ids must be unique")
+        raise ArgumentError(f"track_ids: {len(track_ids) - len(set(track_ids))} repeated among {len(track_ids)}; "
+                            "each track id must appear once")
     if (directory / "cache.json").is_file():
         cache = FeatureCache(directory)
         if cache.meta.get("key") != cache_key(features):
