@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -76,7 +77,8 @@ def read_segment(path: str | os.PathLike, spec: SegmentSpec = SegmentSpec()) -> 
     Raises
     ------
     AudioError
-        The file is missing, empty, not audio, cannot be decoded, or holds
+        The file is missing, not a regular file (kind ``not_a_file``: a
+        directory, device, FIFO or socket), empty, not audio, cannot be decoded, or holds
         less than ``offset + duration`` seconds (unless ``spec.pad_short``, in
         which case the missing end is zeros; a file shorter than ``offset``
         is an error either way).
@@ -86,6 +88,10 @@ def read_segment(path: str | os.PathLike, spec: SegmentSpec = SegmentSpec()) -> 
 
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):
+            raise AudioError(f"{path}: not a regular file but {_file_kind(path)}", "not_a_file")
+        if os.path.islink(path):
+            raise AudioError(f"{path}: file not found (a broken symbolic link to {os.readlink(path)})", "missing")
         raise AudioError(f"{path}: file not found", "missing")
     if os.path.getsize(path) == 0:
         raise AudioError(f"{path}: empty file (0 bytes)", "empty")
@@ -118,6 +124,15 @@ def read_segment(path: str | os.PathLike, spec: SegmentSpec = SegmentSpec()) -> 
     if not np.all(np.isfinite(out)):
         raise AudioError(f"{path}: decoded samples are not finite (NaN or inf)", "not_finite")
     return out
+
+
+def _file_kind(path: str) -> str:
+    """What ``path`` (which exists and is not a regular file) is, for a message: "a directory", "a FIFO", …."""
+    mode = os.stat(path).st_mode
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    return f"{kind} (a symbolic link to {os.readlink(path)})" if os.path.islink(path) else kind
 
 
 def _downmix(y: np.ndarray) -> np.ndarray:

@@ -150,3 +150,21 @@ def test_other_segments(librosa, audio_files):
     ref, _ = librosa.load(path, sr=16_000, mono=True, offset=0.0, duration=2.5)
     assert ours.shape == ref.shape == (40_000,)
     np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_a_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
+    import os
+
+    (tmp_path / "folder.mp3").mkdir()
+    os.mkfifo(tmp_path / "pipe.wav")  # opening it would block: it must never be opened
+    (tmp_path / "zero.wav").symlink_to("/dev/zero")
+    (tmp_path / "dangling.wav").symlink_to(tmp_path / "gone.wav")
+    cases = {"folder.mp3": ("not_a_file", "not a regular file but a directory"),
+             "pipe.wav": ("not_a_file", "not a regular file but a FIFO"),
+             "zero.wav": ("not_a_file", "a character device (a symbolic link to /dev/zero)"),
+             "dangling.wav": ("missing", f"broken symbolic link to {tmp_path / 'gone.wav'}")}
+    for name, (kind, message) in cases.items():
+        with pytest.raises(AudioError) as info:
+            audio.read_segment(tmp_path / name)
+        assert info.value.kind == kind and str(info.value).startswith(str(tmp_path / name)), name
+        assert message in str(info.value), name
