@@ -4,7 +4,7 @@ A *model source* is a run folder (``msd-triplet fit``), an exported SavedModel
 folder (``msd-triplet export-savedmodel``) or a ``.keras`` file. Audio is read
 exactly as for training (the configured segment, mono, 22,050 Hz, log-mel), in
 a thread pool and in batches; files that cannot be read are skipped, counted
-and listed with their reason, never a stop.
+and listed with their reason, never a stop (unless none could be read).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -21,7 +22,7 @@ import pandas as pd
 
 from msd_triplet.config import FeatureConfig, load_config
 from msd_triplet.errors import DataError, MsdTripletError
-from msd_triplet.fileio import atomic_path, atomic_write_text
+from msd_triplet.fileio import atomic_path, atomic_write_text, sibling_temp
 
 #: Extensions collected when a folder is given (files given by name are read whatever their extension).
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
@@ -37,7 +38,13 @@ class Embedder:
 
 
 def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
-    """An :class:`Embedder` from a run folder, an exported SavedModel folder or a ``.keras`` file."""
+    """An :class:`Embedder` from a run folder, an exported SavedModel folder or a ``.keras`` file.
+
+    A ``.keras`` file holds no feature settings: one in a run's ``checkpoints/``
+    folder uses the run's ``config.yaml``; any other is assumed to take the
+    default features, with a :class:`UserWarning` saying so (give the run
+    folder or the exported SavedModel to avoid it).
+    """
     source = Path(source)
     if source.is_dir() and (source / "config.yaml").is_file():
         from msd_triplet.training import load_run_model
@@ -58,17 +65,43 @@ def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
         import keras  # importing msd_triplet registered the custom objects
 
         model = keras.models.load_model(source, compile=False)
-        return Embedder(lambda x: np.asarray(model.predict_on_batch(x)), FeatureConfig(), f"model {source}")
+        return Embedder(lambda x: np.asarray(model.predict_on_batch(x)), _keras_file_features(source, model),
+                        f"model {source}")
     raise MsdTripletError(f"{source}: not a model; give a run folder (with config.yaml), an exported SavedModel "
                           "folder (with saved_model.pb) or a .keras file")
 
 
+def _keras_file_features(source: Path, model) -> FeatureConfig:
+    """The features a bare ``.keras`` model takes: its run's (``<run>/checkpoints/x.keras``), else the defaults."""
+    from msd_triplet import audio
+
+    run_config = source.parent.parent / "config.yaml"
+    if source.parent.name == "checkpoints" and run_config.is_file():
+        return load_config(run_config).features
+    features = FeatureConfig()
+    expected = tuple(audio.feature_shape(features))
+    if tuple(model.input_shape[1:3]) != expected:
+        raise MsdTripletError(f"{source}: the model takes log-mel input {tuple(model.input_shape[1:3])}, the default "
+                              f"features give {expected}; give the run folder or the exported SavedModel, which "
+                              "hold the feature settings")
+    warnings.warn(f"{source}: a .keras file holds no feature settings; assuming the defaults (features: of "
+                  "msd_triplet.config.FeatureConfig). Give the run folder or the exported SavedModel instead to "
+                  "use the settings the model was trained with", UserWarning, stacklevel=3)
+    return features
+
+
 def find_audio(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, plus every audio file under given folders (sorted); missing paths are kept (skipped later)."""
+    """Files as given, plus every entry with an audio extension under given folders (sorted).
+
+    Missing paths, and entries with an audio extension that are not regular
+    files (a directory ``x.mp3``, a FIFO, a link to a device), are kept: the
+    decoder skips them with kind ``missing`` / ``not_a_file`` so they are
+    listed in the skip manifest rather than silently left out.
+    """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()))
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS))
         else:
             found.append(path)
     return list(dict.fromkeys(found))
@@ -92,12 +125,20 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
     ``.npy``: float32 [N, d], and ``<out>.tracks.csv`` (row, path) beside it.
     ``.csv``: one row per file: path, e0 … e(d-1). Always ``<out>.skipped.csv``
     (path, kind, message) listing the files that could not be read.
+
+    Raises
+    ------
+    DataError
+        The output's folder cannot be created or written (checked before any
+        decoding), no audio file was found, or none could be embedded (the
+        skip manifest is written first and named in the message).
     """
     from msd_triplet.features import decoded_batches, default_workers
 
     out = Path(out)
     if out.suffix not in (".npy", ".csv"):
         raise MsdTripletError(f"{out}: output must end in .npy or .csv")
+    _check_writable(out)
     files = find_audio(paths)
     if not files:
         raise DataError(f"no audio files in {', '.join(map(str, paths))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
@@ -116,10 +157,19 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
         done += len(batch.rows)
         if progress:
             progress(done, len(files))
-    embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
     stem = out.with_suffix("")
     tracks = Path(f"{stem}.tracks.csv")
     manifest = Path(f"{stem}.skipped.csv")
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "kind", "message"])
+    writer.writerows(skipped)
+    atomic_write_text(manifest, text.getvalue())
+    if not kept:
+        kinds = pd.Series([k for _, k, _ in skipped]).value_counts()
+        raise DataError(f"nothing embedded: {len(files)} file{'s' * (len(files) != 1)} given, none readable "
+                        f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); see {manifest}")
+    embeddings = np.concatenate(vectors).astype(np.float32)
     if out.suffix == ".npy":
         with atomic_path(out, ".npy") as tmp:
             np.save(tmp, embeddings)
@@ -130,12 +180,20 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
         frame.insert(0, "path", list(map(str, kept)))
         atomic_write_text(out, frame.to_csv(index=False, float_format="%.7g"))
         tracks = out
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "kind", "message"])
-    writer.writerows(skipped)
-    atomic_write_text(manifest, text.getvalue())
     return EmbedReport(out, tracks, manifest, len(kept), len(skipped), time.perf_counter() - started)
+
+
+def _check_writable(out: Path) -> None:
+    """Create the folder of ``out`` and write a probe file in it; DataError naming the folder if either fails."""
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; give a file name ending in .npy or .csv")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        sibling_temp(out).unlink()
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot write the output there ({exc.strerror or exc}); "
+                        "choose another --out") from None
 
 
 # --------------------------------------------------------------------------- similar
@@ -144,11 +202,12 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
 def split_index(run: Path, split: str, checkpoint: str):
     """(track ids, embeddings, prepared data) of ``split`` ("all" for every track), cached in the run folder."""
     from msd_triplet import runs
+    from msd_triplet.export import loaded_checkpoint
     from msd_triplet.training import embed_rows, load_run_model
 
     config = runs.run_config(run)
     prepared, positions, cache, rows = runs.split_tracks(config, split)
-    model_path = run / "checkpoints" / f"{checkpoint}.keras"
+    model_path = loaded_checkpoint(run, checkpoint)
     cached = run / f"index-{split}-{checkpoint}.npz"
     ids = prepared.tracks["track_id"].to_numpy()[positions].astype(str)
     if cached.is_file() and model_path.is_file() and cached.stat().st_mtime >= model_path.stat().st_mtime:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,6 +51,42 @@ def test_embed_refuses_bad_sources_and_outputs(tiny_run, audio_files, tmp_path):
         embed_files([tmp_path], tiny_run, tmp_path / "e.txt")
     with pytest.raises(DataError, match="no audio files"):
         embed_files([tmp_path], tiny_run, tmp_path / "e.npy")
+    # a bad --out fails before anything is decoded (the model is not even loaded: no source needed)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path / 'a_file' / 'sub'))}: cannot write the output there"):
+        embed_files([audio_files.good["wav_22k_mono"]], tmp_path / "no-model", tmp_path / "a_file" / "sub" / "e.npy")
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        embed_files([audio_files.good["wav_22k_mono"]], tmp_path / "no-model", tmp_path / "dir.npy")
+    # nothing readable: no output, but the skip manifest says why, and the error names it
+    folder = tmp_path / "specials"
+    (folder / "album.mp3").mkdir(parents=True)
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "zero.wav").symlink_to("/dev/zero")
+    out = tmp_path / "new" / "folder" / "e.npy"
+    for paths, kinds in [([tmp_path / "mispelt.wav"], ["missing"]), ([folder], ["not_a_file"] * 3)]:
+        with pytest.raises(DataError, match=f"nothing embedded: .*; see {re.escape(str(out.with_suffix('')))}.skipped.csv$"):
+            embed_files(paths, tiny_run, out)
+        assert not out.exists()
+        skipped = pd.read_csv(tmp_path / "new" / "folder" / "e.skipped.csv")
+        assert list(skipped["kind"]) == kinds
+    assert list(skipped["path"]) == [str(folder / n) for n in ("album.mp3", "pipe.wav", "zero.wav")]
+    assert "a FIFO" in skipped["message"][1] and "/dev/zero" in skipped["message"][2]
+
+
+def test_a_bare_keras_file_warns_that_default_features_are_assumed(tiny_run, tmp_path):
+    from msd_triplet.config import FeatureConfig
+    from msd_triplet.embed import load_embedder
+    from msd_triplet.export import loaded_checkpoint
+
+    checkpoint = loaded_checkpoint(tiny_run)
+    with pytest.warns(UserWarning, match="assuming the defaults.*Give the run folder or the exported SavedModel"):
+        embedder = load_embedder(shutil.copy(checkpoint, tmp_path / "model.keras"))
+    assert embedder.features == FeatureConfig()
+    # in its run's checkpoints/ folder, the run's config.yaml gives the features: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_embedder(checkpoint).features == load_config(tiny_run / "config.yaml").features
 
 
 def test_similar_ranks_by_embedding_distance(tiny_run, prepared_root):
@@ -69,3 +110,20 @@ def test_similar_ranks_by_embedding_distance(tiny_run, prepared_root):
     assert similar(str(audio_path), tiny_run, n=1)["track_id"].iloc[0] == ids[1]
     with pytest.raises(DataError, match="neither a track id"):
         similar("TRNOSUCH", tiny_run)
+
+
+def test_similar_reuses_its_index_for_a_run_without_best_keras(tiny_run, tmp_path, monkeypatch):
+    from msd_triplet import training
+    from msd_triplet.embed import split_index
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "lsi.npz"):
+        shutil.copy(tiny_run / name, run / name)
+    (run / "checkpoints").mkdir()
+    shutil.copy(tiny_run / "checkpoints" / "last.keras", run / "checkpoints" / "last.keras")  # no best.keras
+    first = split_index(run, "test", "best")
+    assert (run / "index-test-best.npz").is_file()
+    monkeypatch.setattr(training, "embed_rows", lambda *a: pytest.fail("the index was computed again"))
+    second = split_index(run, "test", "best")
+    np.testing.assert_array_equal(first[1], second[1])
