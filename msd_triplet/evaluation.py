@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from msd_triplet.errors import ArgumentError
 from msd_triplet.neighbours import nearest_neighbours
 from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, level_text, mean_of
 
@@ -80,7 +81,7 @@ class Facet:
 
     def __post_init__(self) -> None:
         if (self.groups is None) == (self.tags is None):
-            raise ValueError(f"facet {self.name!r}: give exactly one of groups and tags")
+            raise ArgumentError(f"facet {self.name!r}: give exactly one of groups and tags")
 
     @classmethod
     def from_ids(cls, name: str, ids: Any) -> "Facet":
@@ -94,7 +95,7 @@ class Facet:
     def from_tags(cls, name: str, matrix: Any, match: str = "identical") -> "Facet":
         """From a track × tag matrix (nonzero = has the tag) and ``match`` ("identical" or "overlap")."""
         if match not in FACET_MATCHES:
-            raise ValueError(f"facet match {match!r}: allowed are {', '.join(FACET_MATCHES)}")
+            raise ArgumentError(f"facet match {match!r}: allowed are {', '.join(FACET_MATCHES)}")
         tags = sp.csr_matrix(matrix, dtype=bool)
         tags.eliminate_zeros()
         tags.sum_duplicates()
@@ -143,7 +144,7 @@ def split_rows(prepared: PreparedData, split: str) -> np.ndarray:
     rows = np.flatnonzero(prepared.tracks["split"].to_numpy() == split)
     if not len(rows):
         found = sorted(set(prepared.tracks["split"]))
-        raise ValueError(f"split {split!r}: no track has it; the prepared data has {found}")
+        raise ArgumentError(f"split {split!r}: no track has it; the prepared data has {found}")
     return rows
 
 
@@ -158,12 +159,12 @@ def facets_from_prepared(prepared: PreparedData, rows: Any, match: str = "identi
     match : "identical" (same tag set) or "overlap" (at least one shared tag)
     """
     if match not in FACET_MATCHES:
-        raise ValueError(f"facet match {match!r}: allowed are {', '.join(FACET_MATCHES)}")
+        raise ArgumentError(f"facet match {match!r}: allowed are {', '.join(FACET_MATCHES)}")
     rows = np.asarray(rows)
     total = len(prepared.tracks)
     if rows.ndim != 1 or (rows.size and (rows.dtype.kind not in "iu" or rows.min() < 0 or rows.max() >= total)):
-        raise ValueError(f"rows: expected a 1-D array of integer positions in 0..{total - 1}, "
-                         f"got shape {rows.shape} dtype {rows.dtype}")
+        raise ArgumentError(f"rows: expected a 1-D array of integer positions in 0..{total - 1}, "
+                            f"got shape {rows.shape} dtype {rows.dtype}")
     facets = {}
     for name, tagset in FACET_TAG_SETS.items():
         if tagset in prepared.matrices:
@@ -185,8 +186,8 @@ def per_query_precision(neighbours: np.ndarray, facet: Facet) -> np.ndarray:
     """
     neighbours = np.asarray(neighbours)
     if neighbours.ndim != 2 or neighbours.shape[0] != facet.size:
-        raise ValueError(f"neighbours: expected shape [{facet.size}, k] (one row per track of facet "
-                         f"{facet.name!r}), got {neighbours.shape}")
+        raise ArgumentError(f"neighbours: expected shape [{facet.size}, k] (one row per track of facet "
+                            f"{facet.name!r}), got {neighbours.shape}")
     out = np.full(facet.size, np.nan)
     queries = np.flatnonzero(facet.labelled)
     for i in range(0, len(queries), _QUERY_BLOCK):
@@ -268,9 +269,10 @@ def evaluate_embeddings(embeddings: np.ndarray, facets: Mapping[str, Facet], k: 
     can be compared on the same queries (:func:`msd_triplet.uncertainty.paired_differences`).
     """
     bootstrap = bootstrap or BootstrapSettings()
+    _check_finite(embeddings)
     for name, facet in facets.items():
         if facet.size != len(embeddings):
-            raise ValueError(f"facet {name!r} has {facet.size} tracks, embeddings have {len(embeddings)} rows")
+            raise ArgumentError(f"facet {name!r} has {facet.size} tracks, embeddings have {len(embeddings)} rows")
     neighbours = nearest_neighbours(embeddings, k, chunk_size=chunk_size)
     results, per_query = {}, {}
     for name, facet in facets.items():
@@ -279,6 +281,19 @@ def evaluate_embeddings(embeddings: np.ndarray, facets: Mapping[str, Facet], k: 
         results[name] = {"precision": mean_of(values), "ci_low": low, "ci_high": high,
                          "chance": chance_precision(facet), "queries": int(facet.labelled.sum()), "k": int(k)}
     return (results, per_query) if return_per_query else results
+
+
+def _check_finite(embeddings: Any) -> None:
+    """ArgumentError if an embedding is NaN or infinite: the usual sign of a model whose training diverged."""
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or x.dtype.kind not in "fc":
+        return  # integers are finite; other shapes and types are reported by nearest_neighbours
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
+        raise ArgumentError(f"embeddings: {len(rows)} of {len(x)} rows hold NaN or infinite values (e.g. row "
+                            f"{rows[0]}); the checkpoint may have diverged (look for a NaN loss in its metrics) - "
+                            "evaluate an earlier checkpoint or train again with a lower learning rate")
 
 
 def format_results(results: Mapping[str, Mapping], untrained: Optional[Mapping[str, Mapping]] = None,

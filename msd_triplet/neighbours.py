@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from msd_triplet.errors import ArgumentError
+
 __all__ = ["nearest_neighbours"]
 
 _NO_KEY = np.uint64(2 ** 64 - 1)  # fills unused candidate slots; above every real key
@@ -71,7 +73,7 @@ def nearest_neighbours(embeddings: np.ndarray, k: int, *, chunk_size: int = 4_09
     xp = x[perm]
     sq = np.einsum("ij,ij->i", xp, xp)
     if not np.isfinite(sq).all():
-        raise ValueError("embeddings: squared norms overflow float32; scale the embeddings down")
+        raise ArgumentError("embeddings: squared norms overflow float32; scale the embeddings down")
     width = max(_TILE_COLUMNS, 2 * k)
     tiles = [(b, min(b + width, n)) for b in range(0, n, width)]
     out = np.empty((n, k), np.int64)
@@ -186,23 +188,23 @@ def _usable_cpus() -> int:
 def _check_embeddings(embeddings: Any) -> np.ndarray:
     x = np.asarray(embeddings)
     if x.ndim != 2:
-        raise ValueError(f"embeddings: expected a 2-D array [tracks, dims], got shape {x.shape}")
+        raise ArgumentError(f"embeddings: expected a 2-D array [tracks, dims], got shape {x.shape}")
     if x.dtype.kind not in "fiu":
-        raise ValueError(f"embeddings: expected real numbers, got dtype {x.dtype}")
+        raise ArgumentError(f"embeddings: expected real numbers, got dtype {x.dtype}")
     if x.shape[0] >= 2 ** 32:
-        raise ValueError(f"embeddings: at most 2**32 - 1 rows are supported, got {x.shape[0]}")
+        raise ArgumentError(f"embeddings: at most 2**32 - 1 rows are supported, got {x.shape[0]}")
     with np.errstate(over="ignore"):  # too large for float32: reported as not finite below
         x = np.ascontiguousarray(x, dtype=np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ValueError(f"embeddings: {int(bad.sum())} value(s) not finite (in float32), "
-                         f"e.g. row {i} column {j} = {np.asarray(embeddings)[i, j]}; all must be finite")
+        raise ArgumentError(f"embeddings: {int(bad.sum())} value(s) not finite (in float32), "
+                            f"e.g. row {i} column {j} = {np.asarray(embeddings)[i, j]}; all must be finite")
     return x
 
 
 def _check_int(name: str, value: Any, low: int, high: Optional[int], allowed: str) -> int:
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or value < low or (high is not None and value > high):
-        raise ValueError(f"{name} = {value!r}: allowed is {allowed}")
+        raise ArgumentError(f"{name} = {value!r}: allowed is {allowed}")
     return int(value)

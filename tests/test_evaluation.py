@@ -22,6 +22,7 @@ from msd_triplet.evaluation import (
     precision_at_k,
     split_rows,
 )
+from msd_triplet.errors import ArgumentError, MsdTripletError
 from msd_triplet.uncertainty import BootstrapSettings, bootstrap_interval
 from msd_triplet.tagsets import PreparedData, TagMatrix
 
@@ -282,6 +283,29 @@ def test_evaluate_and_format():
     assert alone[0] == "| facet | P@1 [90 % CI] | chance | queries |" and len(alone) == 2 + len(results)
     with pytest.raises(ValueError, match="facet 'genre' has 6 tracks, embeddings have 5 rows"):
         evaluate_embeddings(x[:5], facets_from_prepared(prepared, rows), k=1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_embeddings_say_the_checkpoint_may_have_diverged(bad):
+    prepared = tiny_prepared()
+    x = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.2]], np.float32)
+    x[[1, 4]] = bad
+    with pytest.raises(ArgumentError, match=r"embeddings: 2 of 6 rows hold NaN or infinite values \(e.g. row 1\); "
+                                            "the checkpoint may have diverged") as info:
+        evaluate_embeddings(x, facets_from_prepared(prepared, np.arange(6)), k=1)
+    assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
+
+
+def test_argument_errors_are_package_errors():
+    # each reaches the command line as one "error:" line; callers catching ValueError still catch them
+    prepared = tiny_prepared()
+    for call, match in [(lambda: nearest_neighbours(np.zeros((5, 2)), 5), r"k = 5: allowed is 1 <= k <= N - 1 = 4"),
+                        (lambda: nearest_neighbours(np.array([[np.nan], [0.0]]), 1), "not finite"),
+                        (lambda: split_rows(prepared, "dev"), "split 'dev': no track has it"),
+                        (lambda: Facet.from_tags("mood", np.eye(3), match="same"), "facet match 'same'")]:
+        with pytest.raises(ArgumentError, match=match) as info:
+            call()
+        assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
 
 
 def test_evaluate_returns_per_query_and_uses_clusters():
