@@ -32,7 +32,7 @@ import pandas as pd
 
 from msd_triplet import audio
 from msd_triplet.config import Config, FeatureConfig
-from msd_triplet.errors import AudioError, DataError
+from msd_triplet.errors import ArgumentError, AudioError, DataError
 from msd_triplet.fileio import atomic_path
 from msd_triplet.featurecache import (  # re-exported: the cache API
     OK,
@@ -54,13 +54,13 @@ Progress = Callable[[int, int], None]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` → (i, n) with 0 <= i < n; ValueError naming the value otherwise."""
+    """``"i/n"`` → (i, n) with 0 <= i < n; ArgumentError (a ValueError) naming the value otherwise."""
     try:
         i, n = (int(part) for part in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"shard {text!r}: expected i/n, e.g. 0/4 for the first of four shards") from None
+        raise ArgumentError(f"shard {text!r}: expected i/n, e.g. 0/4 for the first of four shards") from None
     if not 0 <= i < n:
-        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+        raise ArgumentError(f"shard {text!r}: need 0 <= i < n, e.g. 0/4 .. 3/4")
     return i, n
 
 # --------------------------------------------------------------------------- extraction
@@ -127,7 +127,7 @@ def extract_features(track_ids: Sequence[str], audio_paths: Sequence[str], featu
     with their reason in each shard's ``skipped.csv`` and :meth:`FeatureCache.skipped`.
     """
     if len(track_ids) != len(audio_paths):
-        raise ValueError(f"{len(track_ids)} track ids but {len(audio_paths)} audio paths")
+        raise ArgumentError(f"{len(track_ids)} track ids but {len(audio_paths)} audio paths; expected one path per id")
     directory = Path(directory)
     cache = open_or_create(directory, list(track_ids), list(audio_paths), features, shard)
     n_shards = len(cache.shards)
@@ -326,12 +326,12 @@ def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, 
     rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
     if n == 0:
-        raise ValueError("feature_dataset: no rows")
+        raise ArgumentError("feature_dataset: rows is empty; give at least one cache row")
     single = targets is not None and not isinstance(targets, (tuple, list))
     target_list = [] if targets is None else [np.asarray(t) for t in ([targets] if single else targets)]
     for t in target_list:
         if len(t) != n:
-            raise ValueError(f"feature_dataset: a target array has {len(t)} rows, expected {n}")
+            raise ArgumentError(f"feature_dataset: a target array has {len(t)} rows, expected {n}")
     shape = cache.shape
 
     def gather(index: np.ndarray):
@@ -358,8 +358,8 @@ def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, 
     def given_order(epoch: np.ndarray) -> np.ndarray:
         visit = np.asarray(given(int(epoch)), dtype=np.int64)
         if visit.shape != (n,) or not np.array_equal(np.sort(visit), np.arange(n)):
-            raise ValueError(f"feature_dataset: order({int(epoch)}) is not a permutation of range({n}) "
-                             f"(shape {visit.shape})")
+            raise ArgumentError(f"feature_dataset: order({int(epoch)}) is not a permutation of range({n}) "
+                                f"(shape {visit.shape})")
         return visit
 
     def one_epoch(epoch):

@@ -8,6 +8,7 @@ import keras
 
 from msd_triplet import audio
 from msd_triplet.config import FeatureConfig
+from msd_triplet.errors import ArgumentError
 
 PACKAGE = "msd_triplet"
 
@@ -28,7 +29,7 @@ class LogMel(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if precision not in audio.PRECISIONS:
-            raise ValueError(f"LogMel precision: expected one of {audio.PRECISIONS}, got {precision!r}")
+            raise ArgumentError(f"LogMel precision: expected one of {audio.PRECISIONS}, got {precision!r}")
         self.sample_rate = int(sample_rate)
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)

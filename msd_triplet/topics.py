@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from msd_triplet.errors import ArgumentError
 from msd_triplet.fileio import atomic_path
 from msd_triplet.lsi import LsiModel, cosine_similarity
 
@@ -119,16 +120,16 @@ def similarity_histogram(vectors: np.ndarray, out: str | os.PathLike, *, positiv
 
 
 def parse_topics(text: Optional[str], k: int, default: int = 5) -> list[int]:
-    """``"0,2,5"`` → [0, 2, 5]; None → the first ``default`` topics; ValueError naming bad values."""
+    """``"0,2,5"`` → [0, 2, 5]; None → the first ``default`` topics; ArgumentError naming bad values."""
     if not text:
         return list(range(min(default, k)))
     try:
         topics = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"topics {text!r}: expected comma-separated topic numbers, e.g. 0,1,5") from None
+        raise ArgumentError(f"topics {text!r}: expected comma-separated topic numbers, e.g. 0,1,5") from None
     bad = [t for t in topics if not 0 <= t < k]
     if bad:
-        raise ValueError(f"topics {bad}: the model has topics 0..{k - 1}")
+        raise ArgumentError(f"topics {bad}: the model has topics 0..{k - 1}")
     return topics
 
 

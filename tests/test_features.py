@@ -13,7 +13,7 @@ import pytest
 from conftest import BAD_AUDIO, GOOD_AUDIO, tid
 from msd_triplet import audio, features
 from msd_triplet.config import Config, DataConfig, FeatureConfig
-from msd_triplet.errors import DataError
+from msd_triplet.errors import ArgumentError, DataError, MsdTripletError
 from msd_triplet.features import OK, SKIPPED, TODO, FeatureCache, extract_features
 
 FEATURES = FeatureConfig()
@@ -227,6 +227,19 @@ def test_parse_shard_rejects(text):
         features.parse_shard(text)
 
 
+def test_argument_errors_are_package_errors(tmp_path):
+    # one error line at the command line, and still a ValueError for callers that catch that
+    from msd_triplet.featurecache import open_or_create
+
+    for call, match in [(lambda: features.parse_shard("4/4"), r"shard '4/4': need 0 <= i < n"),
+                        (lambda: open_or_create(tmp_path, ["TR1", "TR2", "TR1"], ["a", "b", "c"], FeatureConfig(),
+                                                None), "track_ids: 1 repeated among 3"),
+                        (lambda: extract_features(["TR1"], [], FeatureConfig(), tmp_path), "1 track ids but 0 audio")]:
+        with pytest.raises(ArgumentError, match=match) as info:
+            call()
+        assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
+
+
 # --------------------------------------------------------------------------- readers
 
 def _batches(dataset) -> list:
@@ -310,7 +323,7 @@ def test_row_writer_writes_rows_in_place(tmp_path):
     with RowWriter(path, (2, 3)) as writer:
         writer.write(np.array([1, 2, 5, 3]), values)
         writer.sync()
-        with pytest.raises(ValueError, match="do not match"):
+        with pytest.raises(ArgumentError, match=r"values: shape \(4, 2, 3\) for 1 rows; expected \(1, 2, 3\)"):
             writer.write(np.array([0]), values)
     expected = np.zeros((7, 2, 3), np.float32)
     expected[[1, 2, 5, 3]] = values

@@ -8,6 +8,7 @@ import pytest
 from conftest import music_like
 from msd_triplet import audio
 from msd_triplet.config import FeatureConfig
+from msd_triplet.errors import ArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_log_mel_layer_equals_the_cache_transform(keras):
     np.testing.assert_allclose(out[..., 0], audio.log_mel(y, **audio.log_mel_kwargs(FeatureConfig())).numpy(),
                                atol=1e-6)
     assert layer.compute_output_shape((None, 132_300)) == (None, 80, 130, 1)
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(ArgumentError, match="precision"):  # also a ValueError
         LogMel(precision="float16")
 
 

@@ -214,7 +214,7 @@ def test_topic_terms_are_labelled_by_set(data):
     text = format_topics(model, [0, 1], n=3)
     assert "topic 1 (σ = " in text and "[genres] tag" in text
     assert parse_topics("0,2", 6) == [0, 2] and parse_topics(None, 3) == [0, 1, 2]
-    with pytest.raises(ValueError, match="topics 0..5"):
+    with pytest.raises(ArgumentError, match="topics 0..5"):  # an ArgumentError: one error line in the CLI
         parse_topics("7", 6)
 
 
