@@ -142,12 +142,14 @@ class LsiModel:
           in float64); the leakage of a track into topics it has no share in
           is about n·ε·σ₁ times σ₁² / (σ_k² − σ_{k+1}²), which for 6,000 tags
           is ~1e-12·σ₁ times that gap factor (measured: ~1e-16·σ₁).
-        * Signal: a kept track has at least one millionth of the data's scale
-          inside the k topics; 1e-6 leaves six orders of magnitude above the
-          pessimistic noise bound for gap factors up to 1e3, and float32
-          normalises vectors of that size exactly enough for a cosine.
-          No √k factor: the bound is on the norm, and the norm of k noise
-          coordinates grows only like √k (≤ 100 for k ≤ 10,000).
+        * Margin: 1e-6 lies six orders of magnitude above that pessimistic
+          bound at a gap factor of 1, three at 1e3, and ten above the measured
+          noise; a kept track has at least a millionth of the data's scale
+          inside the k topics. σ₁ >= 1 (a row with one tag has norm 1), so a
+          kept vector has norm >= 1e-6: float32 normalises it accurately, far
+          above the 1e-12 below which the loss sees a zero row. No √k factor:
+          the bound is on the norm, and the norm of k noise coordinates grows
+          only like √k (<= 100 for k <= 10,000), well inside the margin.
 
         ArgumentError if ``zero_norm_rtol`` is negative or not finite (0 zeroes
         only exact zeros).
