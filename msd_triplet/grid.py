@@ -134,9 +134,11 @@ def untrained_baseline(config: Config, folder: Path, seed: int, say: Callable[[s
     from msd_triplet import runs
 
     where = untrained_folder(folder, seed)
-    if (where / runs.METRICS_FILE).is_file():
-        metrics = json.loads((where / runs.METRICS_FILE).read_text(encoding="utf-8"))
-        return metrics["facets"], runs.PerQuery.load(where / runs.PER_QUERY_FILE)
+    split = config.evaluation.split
+    metrics_path = where / runs.split_file(runs.METRICS_FILE, split)
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        return metrics["facets"], runs.PerQuery.load(where / runs.split_file(runs.PER_QUERY_FILE, split))
     say(f"untrained model, seed {seed}: evaluating → {where}")
     report = runs.evaluate_untrained(with_overrides(config, {"seed": seed, "grid.seeds": []}), where, say=say)
     return report.results, report.per_query

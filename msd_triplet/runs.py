@@ -14,6 +14,11 @@ prepared data and the feature cache) and writes into it:
     the per-query precisions of both models (:class:`PerQuery`), so that later
     comparisons can be paired without embedding again.
 
+These names are the test split's; an evaluation of another split writes
+``metrics-<split>.json``, ``metrics-<split>.md`` and ``per_query-<split>.npz``
+(:func:`split_file`), so evaluating the validation split leaves the test
+figures alone.
+
 :func:`evaluate_untrained` does the same for a freshly initialised model alone
 (the grid evaluates it once per seed).
 """
@@ -33,6 +38,16 @@ from msd_triplet.uncertainty import BootstrapSettings, paired_differences
 
 PER_QUERY_FILE = "per_query.npz"
 METRICS_FILE = "metrics.json"
+METRICS_TABLE_FILE = "metrics.md"
+
+
+def split_file(name: str, split: str) -> str:
+    """The file ``name`` of an evaluation of ``split``: ``name`` itself for the test split, else the split
+    after the stem (``split_file("metrics.json", "validation")`` is ``metrics-validation.json``)."""
+    if split == "test":
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}-{split}{dot}{suffix}"
 
 
 @dataclass
@@ -112,13 +127,20 @@ class RunEvaluation:
                 "checkpoint": self.checkpoint, "tracks": self.tracks, "bootstrap": self.bootstrap.to_json(),
                 "facets": self.results, "untrained": self.untrained, "difference": self.difference}
 
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        """(metrics.json, metrics.md, per_query.npz) of this split in the run folder (see :func:`split_file`)."""
+        return tuple(self.run_dir / split_file(name, self.split)
+                     for name in (METRICS_FILE, METRICS_TABLE_FILE, PER_QUERY_FILE))
+
     def write(self) -> None:
-        """per_query.npz, metrics.md, then metrics.json (last: it marks the evaluation as done)."""
-        self.per_query.save(self.run_dir / PER_QUERY_FILE)
-        atomic_write_text(self.run_dir / "metrics.md",
-                          f"P@{self.k} on the {self.split} split ({self.tracks} tracks, {self.match} tag sets, "
-                          f"{self.checkpoint}); {self.bootstrap.describe()}\n\n{self.table}\n")
-        atomic_write_json(self.run_dir / METRICS_FILE, self.to_json())
+        """per_query.npz, metrics.md, then metrics.json (last: it marks the evaluation as done); the
+        names of another split than test carry it (metrics-validation.json, ...)."""
+        metrics, table, per_query = self.paths
+        self.per_query.save(per_query)
+        atomic_write_text(table, f"P@{self.k} on the {self.split} split ({self.tracks} tracks, {self.match} tag sets, "
+                                 f"{self.checkpoint}); {self.bootstrap.describe()}\n\n{self.table}\n")
+        atomic_write_json(metrics, self.to_json())
 
 
 def run_config(run: Path) -> Config:
@@ -200,7 +222,8 @@ def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "b
     the paired interval of trained − untrained per facet. Intervals follow
     ``evaluation.bootstrap_resamples``, ``confidence`` and ``bootstrap_unit`` of
     the run's config, seeded with its ``seed``. Writes ``metrics.json``,
-    ``metrics.md`` and ``per_query.npz`` into the run folder.
+    ``metrics.md`` and ``per_query.npz`` into the run folder (``metrics-<split>.json``
+    and so on for a split other than test, :attr:`RunEvaluation.paths`).
     """
     from msd_triplet import evaluation, training
 
@@ -229,7 +252,7 @@ def evaluate_untrained(config: Config, folder: Path, *, split: Optional[str] = N
     """P@k with intervals of the untrained model of ``config`` (its architecture, initialised from its seed).
 
     Writes ``metrics.json`` (``"model": "untrained"``), ``metrics.md`` and
-    ``per_query.npz`` (model ``untrained``) into ``folder``. The model depends
+    ``per_query.npz`` (model ``untrained``; names as :func:`split_file`) into ``folder``. The model depends
     only on the seed and ``config.model``, so one evaluation serves every LSI
     setting trained with that seed.
     """
