@@ -1,12 +1,24 @@
 """The ``msd-triplet`` command line: thin wrappers over functions a user can import.
 
-Each command parses its options, calls one function of a stage module, prints
-what it wrote where, and turns any :class:`~msd_triplet.errors.MsdTripletError`
-into a one-line ``error: ...`` message with exit code 1 (never a traceback).
+Each command parses its options, calls one function of a stage module and
+prints what it wrote where. Every error is one ``error: ...`` line on stderr,
+never a traceback: an :class:`~msd_triplet.errors.MsdTripletError` or an
+``OSError`` (a folder that cannot be created, a full disk) exits with code 1,
+a usage error (unknown option, missing argument, bad choice) with code 2 and
+Ctrl-C with ``error: interrupted`` and code 130. A bare ``msd-triplet`` shows
+the help (code 2, as click does).
+
+TensorFlow's C++ start-up log (oneDNN, cpu_feature_guard, absl) is silenced
+when a command starts (``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set a level;
+the absl lines that ignore it are filtered while tensorflow is imported);
+importing this module changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,16 +29,135 @@ from msd_triplet import __version__
 from msd_triplet.errors import MsdTripletError
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+PROG = "msd-triplet"
+
+
+# TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not reach: since TF 2.18 they are logged
+# through absl before absl::InitializeLog() runs, so they go to stderr whatever the level
+# (tensorflow/tensorflow#100442); the import of tensorflow drops them from stderr.
+_TF_START_UP_NOISE = ("All log messages before absl::InitializeLog() is called",
+                      "port.cc:", "oneDNN custom operations are on", "cpu_feature_guard",
+                      "rebuild TensorFlow with the appropriate compiler flags")
+
+
+def _quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up log: ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set a level, and
+    (with the info lines hidden) the absl lines that ignore it, filtered from stderr while tensorflow is
+    imported. Called by the command line only; importing ``msd_triplet`` changes nothing."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("", "0") or "tensorflow" in sys.modules:
+        return
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+class _QuietTensorFlowImport:
+    """Meta-path finder: the first import of ``tensorflow`` runs with :func:`_filtered_stderr`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)  # one shot; find the real spec without us
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec_module(module) -> None:
+            with _filtered_stderr(_TF_START_UP_NOISE):
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _filtered_stderr(noise: tuple[str, ...]):
+    """Collect what is written to file descriptor 2 (C++ code included); then pass on every line that
+    holds none of ``noise``."""
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as collected:
+        os.dup2(collected.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            collected.seek(0)
+            kept = [line for line in collected.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(text in line for text in noise)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _os_error(exc: OSError) -> str:
+    """``<file>: <reason>`` of an OSError (both files of a failed rename or link)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    files = f"{exc.filename}" + (f" → {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{files}: {reason}"
+
+
+def _help_hint(ctx: Optional[click.Context]) -> str:
+    """``msd-triplet fit --help`` for an error in ``fit`` (whatever name the program was started by)."""
+    words = ctx.command_path.split()[1:] if ctx is not None else []
+    return " ".join([PROG, *words, "--help"])
 
 
 class _Group(click.Group):
-    """A click group that reports our errors as one line and a non-zero exit code."""
+    """A click group that reports every error as one ``error:`` line on stderr and a non-zero exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _quiet_tensorflow()  # before any command imports TensorFlow
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `msd-triplet`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            click.echo(f"error: {_one_line(exc.format_message())} (see {_help_hint(exc.ctx)})", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        # without standalone mode click returns the code of ctx.exit (--help, --version, our errors), else
+        # the command's return value (None)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except MsdTripletError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # stdout closed early (| head): click's main exits quietly
+                raise
+            click.echo(f"error: {_one_line(_os_error(exc))}", err=True)
             ctx.exit(EXIT_ERROR)
 
 
@@ -144,7 +275,8 @@ def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: b
 @click.option("--sample", type=click.IntRange(min=2), default=2_000, show_default=True,
               help="Training tracks whose pairwise similarities make the histogram.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG of the similarity histogram [default: <prepared>/lsi/<sets>-k<k>-similarity.png].")
+              help="PNG of the similarity histogram [default: <prepared>/lsi/<sets>-<weighting>-k<k>-similarity.png, "
+                   "beside the LSI model <sets>-<weighting>-k<k>.npz].")
 def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) -> None:
     """Fit the LSI on the training split; print topics' strongest tags; plot pairwise similarities."""
     import dataclasses
@@ -228,7 +360,8 @@ def evaluate_cmd(run_dir: Path, split, checkpoint, match, no_untrained: bool) ->
     click.echo(f"P@{report.k} on the {report.split} split ({report.tracks:,} tracks, {report.match} tag sets, "
                f"{report.checkpoint}); {report.bootstrap.describe()}")
     click.echo(report.table)
-    click.echo(f"wrote {run_dir / 'metrics.json'}, {run_dir / 'metrics.md'} and {run_dir / runs.PER_QUERY_FILE}")
+    metrics, table, per_query = report.paths
+    click.echo(f"wrote {metrics}, {table} and {per_query}")
 
 
 @main.command("demo")

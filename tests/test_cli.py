@@ -1,9 +1,10 @@
-"""The command line: thin, one-line errors with exit code 1, never a traceback."""
+"""The command line: thin, one-line errors (exit code 1, 2 for usage errors), never a traceback."""
 
 from __future__ import annotations
 
 import json
-
+import os
+import sys
 
 import pandas as pd
 import pytest
@@ -16,6 +17,13 @@ from msd_triplet.cli import main
 @pytest.fixture()
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_process_as_it_was(monkeypatch):
+    """A command sets TF_CPP_MIN_LOG_LEVEL and may add an import hook: undo both after each test."""
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
 
 
 def _no_traceback(result) -> None:
@@ -125,6 +133,12 @@ def test_topics_command(runner, tiny_dataset, tmp_path):
     assert "topic 1 (" not in result.output and "[moods] " in result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tiny_dataset.root / "prepared" / "lsi" / "genres-moods-binary-k4.npz").is_file()
+    default = runner.invoke(main, ["topics", "--config", str(cfg), "--combination", "moods-genres", "--k", "4"])
+    assert default.exit_code == 0, default.output
+    written = tiny_dataset.root / "prepared" / "lsi" / "genres-moods-binary-k4-similarity.png"
+    assert written.is_file() and default.output.strip().endswith(f"and {written}")
+    helptext = " ".join(runner.invoke(main, ["topics", "--help"]).output.split())
+    assert "<prepared>/lsi/<sets>-<weighting>-k<k>-similarity.png" in helptext
     assert "pairs from different albums only" in result.output
     result = runner.invoke(main, ["topics", "--config", str(cfg), "--k", "4", "--topics", "9"])
     assert result.exit_code == 2 and "topics 0..3" in result.output
