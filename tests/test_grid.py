@@ -104,11 +104,18 @@ def test_grid_with_two_seeds_killed_after_a_cell_resumes_and_has_every_cell_once
 
 
 @pytest.mark.slow
-def test_grid_command_with_one_seed_keeps_folder_names_and_prints_the_reports(prepared_root, tmp_path):
+def test_grid_command_with_one_seed_keeps_folder_names_and_prints_the_reports(prepared_root, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    from msd_triplet import gridreport
     from msd_triplet.cli import main
 
+    calls = []
+    for name in ("table2", "plot_curves", "compare"):
+        def counted(*args, _real=getattr(gridreport, name), _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(gridreport, name, counted)
     paper = Path(__file__).resolve().parents[1] / "experiments" / "paper_table2.csv"
     result = CliRunner().invoke(main, ["grid", "--config", str(_grid_config(prepared_root, tmp_path)),
                                        "--only", "moods-genres:3", "--compare", str(paper)])
@@ -123,6 +130,8 @@ def test_grid_command_with_one_seed_keeps_folder_names_and_prints_the_reports(pr
         assert text.strip() in result.output
     assert "| (5) The trained network beats an untrained one" in result.output
     assert result.output.strip().endswith(f"1 cells trained now, 0 were done; wrote {folder}")
+    # --compare writes table2.md, compare.md and the plots once each
+    assert sorted(calls) == ["compare", "plot_curves", "table2"]
 
 
 def test_lsi_of_a_cell_is_a_prefix_of_the_largest_fit(prepared_root, tmp_path):
