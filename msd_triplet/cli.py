@@ -10,8 +10,9 @@ the help (code 2, as click does).
 
 TensorFlow's C++ start-up log (oneDNN, cpu_feature_guard, absl) is silenced
 when a command starts (``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set a level;
-the absl lines that ignore it are filtered while tensorflow is imported);
-importing this module changes nothing.
+the absl lines that ignore it are filtered while tensorflow is imported), and
+libmpg123's complaints about mp3 frames read after a seek are filtered from
+stderr while a command runs; importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -104,6 +105,74 @@ def _filtered_stderr(noise: tuple[str, ...]):
                 sys.stderr.flush()
 
 
+# What libmpg123 (inside libsndfile) writes straight to stderr when it decodes an mp3 from the middle:
+# a frame whose bit reservoir lies before the seek point, or a broken file's resync. The file is read
+# anyway, or skipped and listed with its reason in the skip manifest; these lines only alarm.
+_DECODER_NOISE = (b"libmpg123", b"part2_3_length", b"big_values too large", b"Illegal Audio-MPEG-Header",
+                  b"Trying to resync", b"Hit end of (available) data during resync")
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: tuple[bytes, ...]):
+    """While the block runs, pass on everything written to file descriptor 2 (C code and child processes
+    included) except lines holding one of ``noise``; lines are forwarded as they come (``\r`` ends a
+    line too, so progress bars keep moving), a partial line after 0.1 s without more output."""
+    import re
+    import select
+    import threading
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    ends = re.compile(rb"(?<=[\r\n])")
+
+    def forward(data: bytes) -> None:
+        kept = b"".join(part for part in ends.split(data) if part and not any(n in part for n in noise))
+        if kept:
+            os.write(saved, kept)
+
+    def pump() -> None:
+        pending = b""
+        try:
+            while True:
+                ready, _, _ = select.select([read_end], [], [], 0.1)
+                if not ready:
+                    if pending:
+                        forward(pending)
+                        pending = b""
+                    continue
+                chunk = os.read(read_end, 65_536)
+                if not chunk:
+                    break
+                pending += chunk
+                cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+                if cut:
+                    forward(pending[:cut])
+                    pending = pending[cut:]
+            forward(pending)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=pump, name="msd-triplet-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # our write end of the pipe closes; the pump drains it and stops
+        thread.join(2.0)
+        if not thread.is_alive():  # else a child process still holds the pipe: the pump keeps forwarding
+            os.close(read_end)
+            os.close(saved)
+
+
 def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
@@ -131,7 +200,8 @@ class _Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _stderr_without(_DECODER_NOISE):
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # a bare `msd-triplet`: the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)

@@ -244,3 +244,25 @@ def test_a_users_own_log_level_is_kept(monkeypatch):
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
     assert not any(isinstance(f, cli._QuietTensorFlowImport) for f in sys.meta_path)
+
+
+def test_decoder_noise_written_by_c_code_is_filtered_and_the_rest_passes(tmp_path):
+    """libmpg123 writes to file descriptor 2 directly: simulate it with os.write inside a command."""
+    script = (
+        "import os, sys, click\n"
+        "from msd_triplet.cli import main\n"
+        "@main.command('noisy')\n"
+        "def noisy():\n"
+        "    os.write(2, b'[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: part2_3_length (1056) too "
+        "large for available bit count (936)\\n')\n"
+        "    os.write(2, b'kept line one\\n')\n"
+        "    os.write(2, b'Note: Illegal Audio-MPEG-Header 0x00000000 at offset 2796.\\nNote: Trying to resync...\\n')\n"
+        "    os.write(2, b'\\rprogress 50%')\n"
+        "    click.echo('kept line two', err=True)\n"
+        "main(['noisy'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_environment(),
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "kept line one" in done.stderr and "kept line two" in done.stderr and "progress 50%" in done.stderr
+    for noise in ("libmpg123", "part2_3_length", "Illegal Audio-MPEG-Header", "resync"):
+        assert noise not in done.stderr, done.stderr
