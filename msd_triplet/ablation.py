@@ -42,6 +42,7 @@ from msd_triplet.config import Config, mining_variant, save_config, with_overrid
 from msd_triplet.errors import ConfigError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
 from msd_triplet.gridreport import FACETS
+from msd_triplet.splits import split_positions
 from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, paired_differences
 
 SIGNALS = ("spread_first", "spread_last", "spread_ratio", "active_last", "valid_last", "loss_last")
@@ -105,7 +106,7 @@ def calibrate(config: Config, prepared, lsi_model, seed: int) -> dict[str, dict]
     """
     from msd_triplet import lsi, relatedness
 
-    train = np.flatnonzero(prepared.tracks["split"].to_numpy() == "train")
+    train = split_positions(prepared.tracks, "train")
     albums = prepared.tracks["album_id"].to_numpy()[train]
     matrix, _ = lsi.stacked_matrix(prepared.matrices, lsi_model.sets)
     lsi_vectors = lsi_model.transform(matrix, config.lsi.zero_norm_rtol)[train]

@@ -141,11 +141,9 @@ def _pattern_ids(tags: sp.csr_matrix) -> np.ndarray:
 
 def split_rows(prepared: PreparedData, split: str) -> np.ndarray:
     """int64 positions in ``prepared.tracks`` of the tracks of ``split`` (train, validation or test)."""
-    rows = np.flatnonzero(prepared.tracks["split"].to_numpy() == split)
-    if not len(rows):
-        found = sorted(set(prepared.tracks["split"]))
-        raise ArgumentError(f"split {split!r}: no track has it; the prepared data has {found}")
-    return rows
+    from msd_triplet.splits import split_positions
+
+    return split_positions(prepared.tracks, split, required=True)
 
 
 def facets_from_prepared(prepared: PreparedData, rows: Any, match: str = "identical") -> dict[str, Facet]:

@@ -337,7 +337,9 @@ def fit_prepared(prepared, config: LsiConfig, seed: int, k: Optional[int] = None
     float32 [tracks, k] in the row order of ``prepared.tracks``; validation and
     test tracks are folded in.
     """
-    train = np.flatnonzero(prepared.tracks["split"].to_numpy() == "train")
+    from msd_triplet.splits import split_positions
+
+    train = split_positions(prepared.tracks, "train")
     if not len(train):
         raise DataError("the prepared data has no training tracks; check data.split_proportions")
     matrix, vocabulary = stacked_matrix(prepared.matrices, config.tag_sets)

@@ -52,6 +52,7 @@ import numpy as np
 from msd_triplet.errors import DataError
 from msd_triplet.evaluation import FACET_TAG_SETS
 from msd_triplet.fileio import atomic_write_json
+from msd_triplet.splits import SPLIT_NAMES, split_positions
 
 __all__ = ["FACETS", "ProbeReport", "facet_labels", "format_probe", "probe_embeddings", "probe_run",
            "score", "train_head"]
@@ -109,8 +110,7 @@ def facet_labels(prepared, facet: str, min_positives: int = 5) -> tuple[tuple[st
                         "and run `msd-triplet prepare` again")
     matrix = (prepared.matrices[tagset].matrix > 0).tocsr()
     vocabulary = prepared.matrices[tagset].vocabulary
-    split = prepared.tracks["split"].to_numpy()
-    counts = np.asarray(matrix[split == "train"].sum(axis=0)).ravel()
+    counts = np.asarray(matrix[split_positions(prepared.tracks, "train")].sum(axis=0)).ravel()
     keep = np.flatnonzero(counts >= min_positives)
     needed = 2 if facet == "genre" else 1
     if len(keep) < needed:
@@ -126,8 +126,9 @@ def facet_labels(prepared, facet: str, min_positives: int = 5) -> tuple[tuple[st
         usable = matrix.getnnz(axis=1) > 0     # labelled in the set (possibly only by rare tags)
         y_all = None
     labels = {}
-    for name in ("train", "validation", "test"):
-        positions = np.flatnonzero((split == name) & usable)
+    for name in SPLIT_NAMES:
+        positions = split_positions(prepared.tracks, name)
+        positions = positions[usable[positions]]
         if len(positions):
             y = y_all[positions] if y_all is not None else sub[positions].toarray().astype(np.float32)
             labels[name] = (positions, y)

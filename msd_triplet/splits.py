@@ -23,9 +23,25 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from msd_triplet.config import PAPER_SPLIT_PROPORTIONS
-from msd_triplet.errors import ConfigError, DataError
+from msd_triplet.errors import ArgumentError, ConfigError, DataError
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
+
+
+def split_positions(tracks, split: str, *, required: bool = False) -> np.ndarray:
+    """int64 positions (rows of ``tracks``, a table with a ``split`` column) of the tracks of ``split``.
+
+    ``split`` is train, validation, test, or "all" for every row. ArgumentError for
+    another name, and, when ``required``, for a split that no track has.
+    """
+    column = np.asarray(tracks["split"])
+    if split == "all":
+        return np.arange(len(column), dtype=np.int64)
+    positions = np.flatnonzero(column == split).astype(np.int64)
+    if (required or split not in SPLIT_NAMES) and not len(positions):
+        raise ArgumentError(f"split {split!r}: no track has it; the prepared data has {sorted(set(column))} "
+                            "('all' for every track)")
+    return positions
 
 
 def check_proportions(proportions: Sequence[float]) -> np.ndarray:

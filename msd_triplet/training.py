@@ -44,6 +44,7 @@ from msd_triplet import audio, devices, losses
 from msd_triplet.config import Config, save_config
 from msd_triplet.errors import ConfigError, DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from msd_triplet.splits import split_positions
 
 #: Tag facets whose mean validation P@k decides the best epoch and early stopping.
 MONITOR = "val_precision"
@@ -275,9 +276,8 @@ def load_training_data(config: Config, splits=("train", "validation", "test"), l
         vectors = source_vectors(config.loss.relatedness, prepared, np.arange(len(prepared.tracks)), vectors,
                                  config.lsi.tag_sets)
     targets = losses.pack_targets(vectors, prepared.tracks["album_id"].to_numpy())
-    split = prepared.tracks["split"].to_numpy()
     ids = prepared.tracks["track_id"].to_numpy()
-    positions = {s: np.flatnonzero(split == s) for s in splits}
+    positions = {s: split_positions(prepared.tracks, s) for s in splits}
     rows = {s: cache.rows(ids[p]) if len(p) else np.zeros(0, np.int64) for s, p in positions.items()}
     return TrainingData(prepared, cache, model, rows, positions, {s: targets[p] for s, p in positions.items()})
 
