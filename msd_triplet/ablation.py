@@ -242,15 +242,17 @@ class _Pooled:
     seeds: dict[tuple[str, str], list[int]]
 
 
-def _pooled(folder: Path, done: dict[tuple[str, str, int], Path], settings: BootstrapSettings) -> _Pooled:
-    """Seed-averaged per-query precisions of every cell, on the queries shared by all (the test split)."""
+def _pooled(folder: Path, done: dict[tuple[str, str, int], Path], settings: BootstrapSettings,
+            split: str = "test") -> _Pooled:
+    """Seed-averaged per-query precisions of every cell, on the queries shared by all (of ``split``)."""
     from msd_triplet import runs
 
+    name = runs.split_file(runs.PER_QUERY_FILE, split)
     by_cell: dict[tuple[str, str], list] = {}
     for (source, mining, seed), run in done.items():
-        by_cell.setdefault((source, mining), []).append((seed, runs.PerQuery.load(run / runs.PER_QUERY_FILE)))
+        by_cell.setdefault((source, mining), []).append((seed, runs.PerQuery.load(run / name)))
     seeds = sorted({seed for _, _, seed in done})
-    base = [runs.PerQuery.load(Path(folder) / "untrained" / f"seed{s}" / runs.PER_QUERY_FILE) for s in seeds]
+    base = [runs.PerQuery.load(Path(folder) / "untrained" / f"seed{s}" / name) for s in seeds]
     first = base[0]
 
     def mean(models: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -394,7 +396,7 @@ def write_reports(folder: Path, results: pd.DataFrame, config: Config,
     """ablation.md, summary.json and plots/ablation.png from the done cells."""
     done = _collect(folder)[1] if done is None else done
     settings = BootstrapSettings.from_config(config)
-    pooled = _pooled(folder, done, settings)
+    pooled = _pooled(folder, done, settings, config.evaluation.split)
     summary = summarise(results, pooled, config, settings)
     untrained = {}
     for facet, v in pooled.untrained.items():

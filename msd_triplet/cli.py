@@ -369,7 +369,9 @@ def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) 
     folder = config.data.prepared_dir / "lsi"
     stem = f"{model.name}-{model.weighting}-k{model.k}"
     model_path = model.save(folder / f"{stem}.npz")
-    train = prepared.tracks["split"].to_numpy() == "train"
+    from msd_triplet.splits import split_positions
+
+    train = split_positions(prepared.tracks, "train")
     loss = config.loss
     stats = topics.similarity_histogram(vectors[train], out or folder / f"{stem}-similarity.png",
                                         positive=loss.positive_threshold, negative=loss.negative_threshold,

@@ -38,6 +38,7 @@ from msd_triplet.config import Config, save_config, with_overrides
 from msd_triplet.errors import ConfigError
 from msd_triplet.fileio import atomic_write_json, atomic_write_text
 from msd_triplet.gridreport import FACETS, RESULT_COLUMNS  # the results.csv layout
+from msd_triplet.splits import split_positions
 from msd_triplet.uncertainty import BootstrapSettings, paired_differences
 
 
@@ -193,7 +194,7 @@ def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: O
     prepared = load_prepared(config)
     FeatureCache(cache_dir(config))  # a clear error now, not after the first LSI fit
     # an LSI of a combination has at most min(tags, training tracks) - 1 topics (e.g. 20 or so for genres)
-    n_train = int((prepared.tracks["split"] == "train").sum())
+    n_train = len(split_positions(prepared.tracks, "train"))
     limit = {c: min(sum(len(prepared.matrices[s].vocabulary) for s in lsi.parse_combination(c)), n_train) - 1
              for c in {c for c, _ in cells}}
     too_large = [(c, k) for c, k in cells if k > limit[c]]
@@ -246,7 +247,8 @@ def write_reports(folder: Path, results: pd.DataFrame, config: Config,
 
     cells = _collect(folder)[1] if cells is None else cells
     settings = BootstrapSettings.from_config(config)
-    queries = GridQueries(cells, {s: untrained_folder(folder, s) for s in {seed for _, _, seed in cells}})
+    queries = GridQueries(cells, {s: untrained_folder(folder, s) for s in {seed for _, _, seed in cells}},
+                          split=config.evaluation.split)
     intervals = pooled_intervals(queries, settings)
     written = [atomic_write_text(folder / "table2.md", gridreport.table2(results, intervals=intervals,
                                                                          settings=settings) + "\n")]

@@ -42,8 +42,8 @@ class GridQueries(Mapping):
     """
 
     def __init__(self, cells: Mapping[tuple[str, int, int], Path], untrained: Mapping[int, Path],
-                 cache_size: int = 32) -> None:
-        from msd_triplet.runs import PER_QUERY_FILE, PerQuery
+                 cache_size: int = 32, split: str = "test") -> None:
+        from msd_triplet.runs import PER_QUERY_FILE, PerQuery, split_file
 
         if not cells:
             raise DataError("grid: no finished cell with per-query precisions")
@@ -51,7 +51,7 @@ class GridQueries(Mapping):
         for (combination, k, seed), folder in sorted(cells.items(), key=lambda item: item[0][2]):
             self._folders.setdefault((combination, int(k)), []).append((int(seed), Path(folder)))
         self._untrained = {int(seed): Path(folder) for seed, folder in untrained.items()}
-        self._file = PER_QUERY_FILE
+        self._file = split_file(PER_QUERY_FILE, split)  # per_query.npz, or per_query-<split>.npz
         self._reference_path = next(iter(self._folders.values()))[0][1] / self._file
         self.reference: PerQuery = PerQuery.load(self._reference_path)
         self._cache: OrderedDict[Cell, dict[str, np.ndarray]] = OrderedDict()
