@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from msd_triplet.errors import ConfigError
-
-TAG_SETS: tuple[str, ...] = ("genres", "styles", "moods", "themes")
-"""The four AllMusic tag sets, in the order the paper names combinations."""
+from msd_triplet.tagnames import TAG_SETS, parse_combination  # TAG_SETS re-exported: config.TAG_SETS
 
 # The paper's artist-stratified split sizes (section VI): train / validation / test.
 PAPER_SPLIT_SIZES: tuple[int, int, int] = (122_766, 6_461, 14_358)
@@ -259,8 +257,6 @@ class GridConfig:
     seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        from msd_triplet.lsi import parse_combination
-
         for name in self.combinations:
             parse_combination(name)
         if not self.ks:

@@ -24,7 +24,6 @@ Tracks are rows here (``X = Wᵀ``, track × tag, as in the prepared data).
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,36 +34,15 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from msd_triplet.config import TAG_SETS, LsiConfig
+from msd_triplet.config import LsiConfig
 from msd_triplet.errors import ArgumentError, ConfigError, DataError
 from msd_triplet.fileio import atomic_path
+from msd_triplet.tagnames import (  # noqa: F401 - combinations etc. stay importable from msd_triplet.lsi
+    TAG_SETS, combination_name, combinations, parse_combination)
 
 #: Above this many tags ``solver="auto"`` uses svds instead of a dense Gram matrix.
 GRAM_MAX_TAGS = 6_000
 LSI_FORMAT = 1
-
-
-def combinations() -> list[str]:
-    """The 15 tag-set combinations of the paper, named like ``genres-styles``: singles first."""
-    return ["-".join(c) for r in range(1, len(TAG_SETS) + 1) for c in itertools.combinations(TAG_SETS, r)]
-
-
-def parse_combination(name: str | Sequence[str]) -> tuple[str, ...]:
-    """``"moods-genres"`` or ``("moods", "genres")`` → ``("genres", "moods")`` (canonical order).
-
-    ConfigError for an unknown or repeated set name.
-    """
-    parts = name.split("-") if isinstance(name, str) else list(name)
-    unknown = [p for p in parts if p not in TAG_SETS]
-    if not parts or unknown or len(set(parts)) != len(parts):
-        raise ConfigError(f"tag-set combination {name!r}: use names from {', '.join(TAG_SETS)} joined by '-', "
-                          f"each once (e.g. genres-styles-moods); {'unknown: ' + ', '.join(unknown) if unknown else ''}"
-                          .rstrip("; "))
-    return tuple(s for s in TAG_SETS if s in parts)
-
-
-def combination_name(sets: Sequence[str]) -> str:
-    return "-".join(parse_combination(sets))
 
 
 @dataclass
