@@ -19,7 +19,7 @@ import msd_triplet  # noqa: F401 - registers the package's custom Keras objects 
 from msd_triplet.featurecache import FeatureCache, cache_dir
 from msd_triplet.probe import facet_labels
 from msd_triplet.runs import run_config
-from msd_triplet.tagsets import load_prepared
+from msd_triplet.prepare import load_prepared
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a run folder of `msd-triplet fit`")

@@ -2,7 +2,7 @@
 chosen by the LSI relatedness of expert tags (Schindler & Knees, CBMI 2019).
 
 Importing the package is cheap: no TensorFlow, librosa or file I/O happens
-here. Import the stage you need, e.g. ``from msd_triplet import tagsets``.
+here. Import the stage you need, e.g. ``from msd_triplet import prepare``.
 
 ``import msd_triplet`` is nevertheless enough for ``keras.models.load_model``
 to find the package's layers, loss and metrics: once Keras itself is imported

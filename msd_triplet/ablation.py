@@ -180,7 +180,7 @@ def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say:
     from msd_triplet import lsi, runs, training
     from msd_triplet.featurecache import FeatureCache, cache_dir
     from msd_triplet.grid import untrained_baseline
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     folder = ablation_folder(config)
     cells = [only] if only is not None else ablation_cells(config)

@@ -33,7 +33,7 @@ def track_table(config: Config, prepared=None, *, separator: str = "; ") -> pd.D
     Names missing from the metadata fall back to the track, artist and album ids.
     """
     if prepared is None:
-        from msd_triplet.tagsets import load_prepared
+        from msd_triplet.prepare import load_prepared
 
         prepared = load_prepared(config)
     tracks = prepared.tracks

@@ -311,17 +311,17 @@ def _shard_option(_ctx, _param, value):
 @click.option("--no-features", is_flag=True, help="Skip feature extraction (only check that audio files exist).")
 def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: bool) -> None:
     """Read tag sets and metadata, filter, extract log-mel features, split; print Table I."""
-    from msd_triplet import tagsets
+    from msd_triplet import prepare
     from msd_triplet.config import load_config
 
     config = load_config(config_path)
     bar, progress = _progress_bar("extracting features")
     with bar:
         if shard is not None:
-            report = tagsets.extract_shard(config, shard, workers=workers, progress=click.echo,
+            report = prepare.extract_shard(config, shard, workers=workers, progress=click.echo,
                                            extraction_progress=progress)
         else:
-            prepared = tagsets.prepare_dataset(config, resplit=resplit, extract=not no_features, workers=workers,
+            prepared = prepare.prepare_dataset(config, resplit=resplit, extract=not no_features, workers=workers,
                                                progress=click.echo, extraction_progress=progress)
     if shard is not None:
         click.echo(f"shard {shard[0]}/{shard[1]}: {report.extracted:,} extracted, {report.skipped_now:,} skipped "
@@ -353,7 +353,7 @@ def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) 
 
     from msd_triplet import lsi, topics
     from msd_triplet.config import load_config
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     config = load_config(config_path)
     lsi_config = config.lsi

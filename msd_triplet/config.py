@@ -47,7 +47,7 @@ class DataConfig:
     root: str = "data/demo"
     # Tag-set files. Each entry is a path, or ``SET=path`` for a file that holds
     # a single set but does not say which (a long CSV without a ``tagset``
-    # column, a ``.cls`` file). Formats: see ``msd_triplet.tagsets``.
+    # column, a ``.cls`` file). Formats: see ``msd_triplet.prepare``.
     tags: tuple[str, ...] = ("msd_amglabels_all.h5",)
     # Track metadata: MSD ``track_metadata.db`` (SQLite), ``unique_tracks.txt``
     # (then ``albums`` should name a track -> album CSV) or a CSV with

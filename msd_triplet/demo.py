@@ -28,7 +28,7 @@ def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[
              verbose: int = 1) -> DemoReport:
     """Run every stage for ``config`` (the demo config) and return the timings and the evaluation."""
     from msd_triplet import runs, synthetic, training
-    from msd_triplet.tagsets import prepare_dataset
+    from msd_triplet.prepare import prepare_dataset
 
     report = DemoReport(training.run_directory(config))
     root = Path(config.data.root).expanduser()

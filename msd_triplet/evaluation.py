@@ -40,7 +40,7 @@ from msd_triplet.neighbours import nearest_neighbours
 from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, level_text, mean_of
 
 if TYPE_CHECKING:
-    from msd_triplet.tagsets import PreparedData
+    from msd_triplet.prepare import PreparedData
 
 __all__ = [
     "FACET_MATCHES", "FACET_TAG_SETS", "Facet", "chance_precision", "evaluate_embeddings",
@@ -151,7 +151,7 @@ def facets_from_prepared(prepared: PreparedData, rows: Any, match: str = "identi
 
     Parameters
     ----------
-    prepared : :class:`~msd_triplet.tagsets.PreparedData`
+    prepared : :class:`~msd_triplet.prepare.PreparedData`
     rows : int [N] positions in ``prepared.tracks`` (e.g. :func:`split_rows`), in the
         order of the embeddings that will be evaluated
     match : "identical" (same tag set) or "overlap" (at least one shared tag)

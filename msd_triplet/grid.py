@@ -184,7 +184,7 @@ def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: O
     """
     from msd_triplet import lsi, runs, training
     from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     folder = grid_folder(config)
     cells = grid_cells(config, only)

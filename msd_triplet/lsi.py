@@ -283,7 +283,7 @@ def _fix_signs(components: np.ndarray) -> np.ndarray:
 
 def stacked_matrix(matrices: dict, sets: Iterable[str], rows: Optional[np.ndarray] = None
                    ) -> tuple[sp.csr_matrix, tuple[str, ...]]:
-    """Join per-set :class:`~msd_triplet.tagsets.TagMatrix` objects column-wise.
+    """Join per-set :class:`~msd_triplet.prepare.TagMatrix` objects column-wise.
 
     Returns the track × tag matrix (rows ``rows`` of the prepared tracks, all
     by default) and its ``"set:tag"`` vocabulary. DataError if a set is

@@ -91,7 +91,7 @@ def facet_labels(prepared, facet: str, min_positives: int = 5) -> tuple[tuple[st
 
     Parameters
     ----------
-    prepared : :class:`~msd_triplet.tagsets.PreparedData`
+    prepared : :class:`~msd_triplet.prepare.PreparedData`
     facet : one of :data:`FACETS`
     min_positives : a class (tag) is used if at least this many training tracks have it
 
@@ -245,7 +245,7 @@ def probe_run(run, facet: str = "genre", *, checkpoint: str = "best", epochs: in
     from msd_triplet import training
     from msd_triplet.featurecache import FeatureCache, cache_dir
     from msd_triplet.runs import run_config
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     if facet not in FACET_TAG_SETS:  # before any loading
         raise DataError(f"probe facet {facet!r}: allowed are {', '.join(FACETS)}")

@@ -224,7 +224,7 @@ def source_vectors(source: str, prepared, positions: np.ndarray, lsi_vectors: np
     Parameters
     ----------
     source : one of :data:`SOURCES`; its kind is ``SOURCE_KIND[source]``
-    prepared : :class:`msd_triplet.tagsets.PreparedData` (``tracks`` and ``matrices``)
+    prepared : :class:`msd_triplet.prepare.PreparedData` (``tracks`` and ``matrices``)
     positions : int [n] rows of ``prepared.tracks`` (e.g. ``TrainingData.positions["train"]``)
     lsi_vectors : float [n, k], the LSI vectors *of the tracks at positions*
         (e.g. ``TrainingData.targets["train"][:, :-1]``); only for ``lsi``

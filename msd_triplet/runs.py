@@ -157,7 +157,7 @@ def split_tracks(config: Config, split: str):
     """
     from msd_triplet.evaluation import split_rows
     from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     prepared = load_prepared(config)
     if split == "all":

@@ -16,7 +16,7 @@ a long DataFrame ``track_id, tagset, tag`` plus skip records:
 Every entry of ``DataConfig.tags`` is ``path`` or ``SET=path``; the prefix names
 the set of a single-set file, or picks one set out of a multi-set file. Tags are
 folded with :func:`normalise_tag` so the h5 and the lossy CSV give one vocabulary.
-The public names are re-exported by :mod:`msd_triplet.tagsets`.
+The public names are re-exported by :mod:`msd_triplet.prepare`.
 """
 
 from __future__ import annotations

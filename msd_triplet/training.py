@@ -257,7 +257,7 @@ def load_training_data(config: Config, splits=("train", "validation", "test"), l
     """
     from msd_triplet import lsi
     from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     prepared = load_prepared(config)
     directory = cache_dir(config)

@@ -244,7 +244,7 @@ def prepared_root(tmp_path_factory) -> Path:
     import soundfile as sf
 
     from msd_triplet.config import load_config
-    from msd_triplet.tagsets import prepare_dataset
+    from msd_triplet.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("prepared")
     dataset = make_tiny_dataset(root)

@@ -117,7 +117,7 @@ def test_make_demo_data_then_prepare(runner, tmp_path):
 
 
 def test_topics_command(runner, tiny_dataset, tmp_path):
-    from msd_triplet.tagsets import prepare_dataset
+    from msd_triplet.prepare import prepare_dataset
 
     prepare_dataset(tiny_dataset.config, extract=False)
     cfg = tmp_path / "tiny.yaml"

@@ -24,7 +24,7 @@ from msd_triplet.evaluation import (
 )
 from msd_triplet.errors import ArgumentError, MsdTripletError
 from msd_triplet.uncertainty import BootstrapSettings, bootstrap_interval
-from msd_triplet.tagsets import PreparedData, TagMatrix
+from msd_triplet.prepare import PreparedData, TagMatrix
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def _test_tracks(run: Path, n: int = 3):
     """(cache, rows, audio paths) of ``n`` test tracks of the run."""
     from msd_triplet.featurecache import FeatureCache, cache_dir
     from msd_triplet.runs import run_config
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     config = run_config(run)
     tracks = load_prepared(config).tracks

@@ -291,7 +291,7 @@ def test_feature_dataset_without_targets_and_bad_targets(full_cache):
 # --------------------------------------------------------------------------- prepare
 
 def test_prepare_extracts_features_and_drops_unreadable_audio(tiny_dataset, audio_files):
-    from msd_triplet.tagsets import prepare_dataset
+    from msd_triplet.prepare import prepare_dataset
 
     good = audio_files.good["mp3_22k_mono"].read_bytes()
     readable = tiny_dataset.expected_kept[::2]

@@ -137,7 +137,7 @@ def test_grid_command_with_one_seed_keeps_folder_names_and_prints_the_reports(pr
 def test_lsi_of_a_cell_is_a_prefix_of_the_largest_fit(prepared_root, tmp_path):
     from msd_triplet import lsi
     from msd_triplet.grid import cell_config
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
 
     config = load_config(_grid_config(prepared_root, tmp_path))
     prepared = load_prepared(config)

@@ -219,7 +219,7 @@ def test_topic_terms_are_labelled_by_set(data):
 
 
 def test_stacked_matrix_and_fit_prepared(tiny_dataset):
-    from msd_triplet.tagsets import prepare_dataset
+    from msd_triplet.prepare import prepare_dataset
 
     prepared = prepare_dataset(tiny_dataset.config, extract=False)
     matrix, vocabulary = lsi.stacked_matrix(prepared.matrices, ["moods", "genres"])

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from msd_triplet import probe
 from msd_triplet.errors import DataError
-from msd_triplet.tagsets import PreparedData, TagMatrix
+from msd_triplet.prepare import PreparedData, TagMatrix
 
 
 def linear_task(n: int = 600, d: int = 8, classes: int = 4, seed: int = 0):

@@ -128,7 +128,7 @@ def test_projector_metadata_gives_a_colouring_label_and_the_list_per_tag_set():
 def test_write_run_projector_shows_the_test_split_aligned_with_its_tracks(tiny_run, tmp_path):
     from msd_triplet.featurecache import FeatureCache, cache_dir
     from msd_triplet.runs import run_config
-    from msd_triplet.tagsets import load_prepared
+    from msd_triplet.prepare import load_prepared
     from msd_triplet.training import embed_rows, load_run_model
 
     config = run_config(tiny_run)

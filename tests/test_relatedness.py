@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from msd_triplet import relatedness as rel
 from msd_triplet.errors import ArgumentError, DataError
-from msd_triplet.tagsets import PreparedData, TagMatrix
+from msd_triplet.prepare import PreparedData, TagMatrix
 
 
 def brute_force(vectors: np.ndarray, kind: str) -> np.ndarray:

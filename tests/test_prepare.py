@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msd_triplet import tagsets
+from msd_triplet import prepare
 from msd_triplet.config import Config, DataConfig
 from msd_triplet.errors import ConfigError, DataError
 from msd_triplet.metadata import read_metadata
-from msd_triplet.tagsets import (
+from msd_triplet.prepare import (
     build_tag_matrix,
     format_table1,
     load_prepared,
@@ -606,7 +606,7 @@ def test_prepare_reports_progress(make_dataset, tmp_path):
     prepare_dataset(data.config, progress=lines.append, extract=False)
     assert any("intersection filter: 48 → 44 tracks" in line for line in lines)
     assert any(line.startswith("computed splits") for line in lines)
-    assert tagsets.FILTER_SOURCE == "intersection filter"
+    assert prepare.FILTER_SOURCE == "intersection filter"
 
 
 def test_all_ids_malformed_in_h5_names_the_row(tmp_path):

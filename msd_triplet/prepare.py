@@ -1,4 +1,4 @@
-"""Tag sets → filtered tracks, binary track × tag matrices, paper Table I, prepared data.
+"""The prepare stage (`msd-triplet prepare`): tag sets → filtered tracks, binary track × tag matrices, Table I.
 
 :func:`prepare_dataset` reads every file of ``DataConfig.tags`` (formats: see
 :mod:`msd_triplet.tagfiles`), the metadata and the audio locations
