@@ -124,7 +124,7 @@ class LsiConfig:
     k: int = 340
     weighting: Literal["binary", "tfidf"] = "binary"
     solver: Literal["auto", "gram", "svds"] = "auto"
-    # LSI rows whose norm is below this fraction of the median norm count as zero.
+    # LSI rows whose norm is at most this fraction of the largest singular value count as zero (no topic).
     zero_norm_rtol: float = 1e-6
 
     def __post_init__(self) -> None:
