@@ -21,41 +21,25 @@ MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
 _TABLE = 2048  # samples per wavetable cycle
 
-# 16-step drum templates: rows kick, snare, hi-hat; values are onset probabilities.
+
+def _steps(*rows: str) -> np.ndarray:
+    """float64 [rows, steps] from drum-machine strings: "x" = 1, "." = 0, a digit d = d / 10."""
+    value = {"x": 1.0, ".": 0.0, **{str(d): d / 10 for d in range(1, 10)}}
+    return np.array([[value[c] for c in row] for row in rows])
+
+
+# 16-step drum templates, one string a row (kick, snare, hi-hat) and a character a step: the onset
+# probability, "x" = 1, "." = 0, a digit d = d / 10.
 DRUM_PATTERNS: dict[str, np.ndarray] = {
     "none": np.zeros((3, 16)),
-    "backbeat": np.array([
-        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, .5, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
-        [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]]),
-    "four_floor": np.array([
-        [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0],
-        [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
-        [0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0]]),
-    "boom_bap": np.array([
-        [1, 0, 0, 0, 0, 0, 0, .7, 0, 0, 1, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, .3],
-        [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]]),
-    "swing_ride": np.array([
-        [1, 0, 0, 0, 0, 0, 0, 0, .3, 0, 0, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, .3, 0, 0, 0, 0, 0, 0, 0, .5, 0, 0, 0],
-        [1, 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1]]),
-    "train": np.array([
-        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-        [0, 0, 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 1, 0],
-        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]]),
-    "clave": np.array([
-        [1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0],
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        [1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1]]),
-    "one_drop": np.array([
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-        [0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0]]),
-    "shuffle": np.array([
-        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
-        [1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1]]),
+    "backbeat": _steps("x.......x.5.....", "....x.......x...", "x.x.x.x.x.x.x.x."),
+    "four_floor": _steps("x...x...x...x...", "....x.......x...", "..x...x...x...x."),
+    "boom_bap": _steps("x......7..x.....", "....x.......x..3", "x.x.x.x.x.x.x.x."),
+    "swing_ride": _steps("x.......3.......", "....3.......5...", "x...x..xx...x..x"),
+    "train": _steps("x.......x.......", "..x.x.x...x.x.x.", "xxxxxxxxxxxxxxxx"),
+    "clave": _steps("x..x..x...x.x...", "................", "x.xxx.xxx.xxx.xx"),
+    "one_drop": _steps("........x.......", "........x.......", "..x...x...x...x."),
+    "shuffle": _steps("x.......x.......", "....x.......x...", "x..xx..xx..xx..x"),
 }
 
 
