@@ -34,20 +34,10 @@ import numpy as np
 from msd_triplet.config import Config, load_config
 from msd_triplet.errors import DataError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
+# the names of the evaluation files and their per-split rule live with the rest of the run folder's
+from msd_triplet.runfolder import METRICS_FILE, METRICS_TABLE_FILE, PER_QUERY_FILE, RunFolder, split_file  # noqa: F401
 from msd_triplet.uncertainty import BootstrapSettings, paired_differences
 
-PER_QUERY_FILE = "per_query.npz"
-METRICS_FILE = "metrics.json"
-METRICS_TABLE_FILE = "metrics.md"
-
-
-def split_file(name: str, split: str) -> str:
-    """The file ``name`` of an evaluation of ``split``: ``name`` itself for the test split, else the split
-    after the stem (``split_file("metrics.json", "validation")`` is ``metrics-validation.json``)."""
-    if split == "test":
-        return name
-    stem, dot, suffix = name.partition(".")
-    return f"{stem}-{split}{dot}{suffix}"
 
 
 @dataclass
@@ -130,8 +120,8 @@ class RunEvaluation:
     @property
     def paths(self) -> tuple[Path, Path, Path]:
         """(metrics.json, metrics.md, per_query.npz) of this split in the run folder (see :func:`split_file`)."""
-        return tuple(self.run_dir / split_file(name, self.split)
-                     for name in (METRICS_FILE, METRICS_TABLE_FILE, PER_QUERY_FILE))
+        folder = RunFolder(self.run_dir)
+        return folder.metrics(self.split), folder.metrics_md(self.split), folder.per_query(self.split)
 
     def write(self) -> None:
         """per_query.npz, metrics.md, then metrics.json (last: it marks the evaluation as done); the
@@ -144,10 +134,10 @@ class RunEvaluation:
 
 
 def run_config(run: Path) -> Config:
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
-        raise DataError(f"{run}: not a run folder (config.yaml missing); train one with `msd-triplet fit`")
-    return load_config(path)
+    folder = RunFolder(run)
+    if not folder.is_run():
+        raise DataError(f"{run}: not a run folder ({folder.config.name} missing); train one with `msd-triplet fit`")
+    return load_config(folder.config)
 
 
 def split_tracks(config: Config, split: str):
