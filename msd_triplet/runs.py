@@ -34,10 +34,11 @@ import numpy as np
 from msd_triplet.config import Config, load_config
 from msd_triplet.errors import DataError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
-# the names of the evaluation files and their per-split rule live with the rest of the run folder's
 from msd_triplet.runfolder import METRICS_FILE, METRICS_TABLE_FILE, PER_QUERY_FILE, RunFolder, split_file  # noqa: F401
 from msd_triplet.uncertainty import BootstrapSettings, paired_differences
 
+# METRICS_FILE, METRICS_TABLE_FILE, PER_QUERY_FILE and split_file (their per-split names) are runfolder's, kept here
+# for the callers that import them from runs
 
 
 @dataclass
