@@ -42,6 +42,7 @@ from msd_triplet.config import Config, mining_variant, save_config, with_overrid
 from msd_triplet.errors import ConfigError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
 from msd_triplet.gridreport import FACETS
+from msd_triplet.runfolder import RunFolder
 from msd_triplet.splits import split_positions
 from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, paired_differences
 
@@ -214,7 +215,7 @@ def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say:
             (f", seed {seed}" if len(seeds) > 1 else ""))
         started = time.perf_counter()
         data = training.load_training_data(cell, lsi_model=fitted[seed])
-        result = training.fit(cell, run_dir=run, resume=(run / "state.json").is_file(), data=data,
+        result = training.fit(cell, run_dir=run, resume=RunFolder(run).state.is_file(), data=data,
                               verbose=verbose, say=lambda line: None)
         evaluation = runs.evaluate_run(run, untrained=False, say=lambda line: None)
         row = _cell_row(cell, source, mining, evaluation, result, time.perf_counter() - started, untrained[seed],

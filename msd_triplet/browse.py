@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from msd_triplet.errors import ArgumentError, AudioError, DataError
+from msd_triplet.runfolder import RunFolder
 
 #: Audio types ``serve`` plays, by file extension.
 AUDIO_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
                ".oga": "audio/ogg", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
 #: Labels a map colours by name; the rest of a facet's tags are "other".
 MAP_LABELS = 12
-MAP_FILE = "map-{split}-{checkpoint}.npz"
 
 
 class NotFound(DataError):
@@ -224,7 +224,7 @@ class RunBrowser:
         """float32 [N, 2] t-SNE of the split's embeddings, cached in the run folder beside the index."""
         from msd_triplet.fileio import atomic_path
 
-        path = self.run / MAP_FILE.format(split=self.split, checkpoint=self.checkpoint)
+        path = RunFolder(self.run).map(self.split, self.checkpoint)
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as stored:
@@ -276,7 +276,7 @@ class RunBrowser:
 
     def summary(self) -> dict:
         """Run name, split, counts, facets and the evaluation (metrics.json) if there is one."""
-        metrics_path = self.run / "metrics.json"
+        metrics_path = RunFolder(self.run).metrics("test")
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
         metrics = _finite_or_none(metrics)  # NaN (e.g. a facet without queries) is not JSON
         return {"run": self.run.name, "split": self.split, "checkpoint": self.checkpoint,
@@ -285,7 +285,7 @@ class RunBrowser:
 
     def curves_svg(self) -> Optional[str]:
         """Training curves (loss; validation P@k per facet) from ``log.csv`` as SVG text, or None."""
-        return training_curves_svg(self.run / "log.csv")
+        return training_curves_svg(RunFolder(self.run).log)
 
 
 def project_2d(embeddings: np.ndarray, *, seed: int = 0) -> np.ndarray:

@@ -488,11 +488,12 @@ def export_savedmodel_cmd(run_dir: Path, out: Path, checkpoint: str, overwrite: 
 def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_untrained: bool) -> None:
     """Linear probe: a Dense head on the run's frozen embeddings, trained on train, scored on test."""
     from msd_triplet.probe import probe_run
+    from msd_triplet.runfolder import RunFolder
 
     report = probe_run(run_dir, facet, checkpoint=checkpoint, epochs=epochs, seed=seed,
                        untrained=not no_untrained, say=click.echo)
     click.echo(report.table)
-    click.echo(f"wrote {run_dir / f'probe-{facet}.json'}")
+    click.echo(f"wrote {RunFolder(run_dir).probe(facet)}")
 
 
 @main.command("embed")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from msd_triplet.config import Config
+from msd_triplet.runfolder import RunFolder
 
 
 @dataclass
@@ -50,7 +51,7 @@ def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[
 
     started = time.perf_counter()
     say(f"[3/5] fit → {report.run_dir}")
-    resume = (report.run_dir / "state.json").is_file()
+    resume = RunFolder(report.run_dir).state.is_file()
     training.fit(config, resume=resume, verbose=verbose, say=lambda line: say(f"      {line}"))
     report.seconds["fit"] = time.perf_counter() - started
 
@@ -62,7 +63,7 @@ def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[
     from msd_triplet.export import export_savedmodel
 
     started = time.perf_counter()
-    report.export_dir = report.run_dir / "savedmodel"
+    report.export_dir = RunFolder(report.run_dir).savedmodel
     say(f"[5/5] export the SavedModel to {report.export_dir}")
     export_savedmodel(report.run_dir, report.export_dir, overwrite=report.export_dir.exists())
     report.seconds["export"] = time.perf_counter() - started

@@ -23,6 +23,7 @@ import pandas as pd
 from msd_triplet.config import FeatureConfig, load_config
 from msd_triplet.errors import DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_text, sibling_temp
+from msd_triplet.runfolder import RunFolder
 
 #: Extensions collected when a folder is given (files given by name are read whatever their extension).
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
@@ -46,11 +47,11 @@ def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
     folder or the exported SavedModel to avoid it).
     """
     source = Path(source)
-    if source.is_dir() and (source / "config.yaml").is_file():
+    if source.is_dir() and RunFolder(source).is_run():
         from msd_triplet.training import load_run_model
 
         model = load_run_model(source, checkpoint)
-        features = load_config(source / "config.yaml").features
+        features = load_config(RunFolder(source).config).features
         return Embedder(lambda x: np.asarray(model.predict_on_batch(x)), features, f"run {source}")
     if source.is_dir() and (source / "saved_model.pb").is_file():
         import tensorflow as tf
@@ -75,9 +76,9 @@ def _keras_file_features(source: Path, model) -> FeatureConfig:
     """The features a bare ``.keras`` model takes: its run's (``<run>/checkpoints/x.keras``), else the defaults."""
     from msd_triplet import audio
 
-    run_config = source.parent.parent / "config.yaml"
-    if source.parent.name == "checkpoints" and run_config.is_file():
-        return load_config(run_config).features
+    run = RunFolder(source.parent.parent)
+    if source.parent == run.checkpoints and run.is_run():
+        return load_config(run.config).features
     features = FeatureConfig()
     expected = tuple(audio.feature_shape(features))
     if tuple(model.input_shape[1:3]) != expected:
@@ -202,13 +203,12 @@ def _check_writable(out: Path) -> None:
 def split_index(run: Path, split: str, checkpoint: str):
     """(track ids, embeddings, prepared data) of ``split`` ("all" for every track), cached in the run folder."""
     from msd_triplet import runs
-    from msd_triplet.export import loaded_checkpoint
     from msd_triplet.training import embed_rows, load_run_model
 
     config = runs.run_config(run)
     prepared, positions, cache, rows = runs.split_tracks(config, split)
-    model_path = loaded_checkpoint(run, checkpoint)
-    cached = run / f"index-{split}-{checkpoint}.npz"
+    folder = RunFolder(run)
+    model_path, cached = folder.loaded_checkpoint(checkpoint), folder.index(split, checkpoint)
     ids = prepared.tracks["track_id"].to_numpy()[positions].astype(str)
     if cached.is_file() and model_path.is_file() and cached.stat().st_mtime >= model_path.stat().st_mtime:
         with np.load(cached, allow_pickle=False) as stored:

@@ -38,6 +38,7 @@ from msd_triplet.config import Config, save_config, with_overrides
 from msd_triplet.errors import ConfigError
 from msd_triplet.fileio import atomic_write_json, atomic_write_text
 from msd_triplet.gridreport import FACETS, RESULT_COLUMNS  # the results.csv layout
+from msd_triplet.runfolder import RunFolder
 from msd_triplet.splits import split_positions
 from msd_triplet.uncertainty import BootstrapSettings, paired_differences
 
@@ -136,10 +137,10 @@ def untrained_baseline(config: Config, folder: Path, seed: int, say: Callable[[s
 
     where = untrained_folder(folder, seed)
     split = config.evaluation.split
-    metrics_path = where / runs.split_file(runs.METRICS_FILE, split)
+    metrics_path = RunFolder(where).metrics(split)  # the evaluation files of a run, in a folder that is not one
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        return metrics["facets"], runs.PerQuery.load(where / runs.split_file(runs.PER_QUERY_FILE, split))
+        return metrics["facets"], runs.PerQuery.load(RunFolder(where).per_query(split))
     say(f"untrained model, seed {seed}: evaluating → {where}")
     report = runs.evaluate_untrained(with_overrides(config, {"seed": seed, "grid.seeds": []}), where, say=say)
     return report.results, report.per_query
@@ -219,7 +220,7 @@ def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: O
         say(f"cell {number}/{len(todo)}: {combination}, k = {k}" + (f", seed {seed}" if len(seeds) > 1 else ""))
         started = time.perf_counter()
         data = training.load_training_data(cell, lsi_model=fitted[combination, seed].truncate(k))
-        result = training.fit(cell, run_dir=run, resume=(run / "state.json").is_file(), data=data,
+        result = training.fit(cell, run_dir=run, resume=RunFolder(run).state.is_file(), data=data,
                               verbose=verbose, say=lambda line: None)
         evaluation = runs.evaluate_run(run, untrained=False, say=say)
         row = _cell_row(cell, combination, k, evaluation, result, time.perf_counter() - started, untrained[seed])

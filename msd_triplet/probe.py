@@ -52,6 +52,7 @@ import numpy as np
 from msd_triplet.errors import DataError
 from msd_triplet.evaluation import FACET_TAG_SETS
 from msd_triplet.fileio import atomic_write_json
+from msd_triplet.runfolder import RunFolder
 from msd_triplet.splits import SPLIT_NAMES, split_positions
 
 __all__ = ["FACETS", "ProbeReport", "facet_labels", "format_probe", "probe_embeddings", "probe_run",
@@ -280,7 +281,7 @@ def probe_run(run, facet: str = "genre", *, checkpoint: str = "best", epochs: in
     report = ProbeReport(run, facet, checkpoint, seed, multilabel, classes,
                          {s: int(len(p)) for s, (p, _) in labels.items()}, "validation" in labels, results)
     report.table = format_probe(report)
-    atomic_write_json(run / f"probe-{facet}.json", {**report.to_json(), "table": report.table})
+    atomic_write_json(RunFolder(run).probe(facet), {**report.to_json(), "table": report.table})
     return report
 
 

@@ -1,17 +1,9 @@
 """Training: the DPNN with the LSI triplet loss, ``model.fit`` over the feature cache, one run folder.
 
-:func:`fit` trains a config into a run folder (``<training.runs>/<name>``)::
-
-    config.yaml       the resolved config (every default written out)
-    run.json          seed, library versions, data sizes, the LSI model used
-    lsi.npz           the LSI model whose vectors were the targets
-    state.json        epochs done, the best validation figure and its epoch, whether finished
-    log.csv           one row per finished epoch: loss, statistics, validation P@k
-    checkpoints/
-      last.keras      model + optimizer after the last finished epoch (resume starts here)
-      best.keras      the model of the best validation epoch
-      epoch-NNN.weights.h5   the weights after every epoch
-    tensorboard/      scalars per epoch
+:func:`fit` trains a config into a run folder (``<training.runs>/<name>``):
+the resolved config, the run's provenance, its LSI model, its state and log, the
+checkpoints of every epoch and the TensorBoard scalars; the layout, and the name
+of every file, are in :mod:`msd_triplet.runfolder`.
 
 Everything of an epoch is written once it ends, checkpoint first and
 ``state.json`` last (each atomically), so a run killed at any point resumes
@@ -44,6 +36,7 @@ from msd_triplet import audio, devices, losses
 from msd_triplet.config import Config, save_config
 from msd_triplet.errors import ConfigError, DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from msd_triplet.runfolder import RunFolder
 from msd_triplet.splits import split_positions
 
 #: Tag facets whose mean validation P@k decides the best epoch and early stopping.
@@ -311,7 +304,7 @@ def run_directory(config: Config, run_dir: Optional[Path] = None) -> Path:
 
 
 def _read_state(run: Path) -> Optional[dict]:
-    path = run / "state.json"
+    path = RunFolder(run).state
     if not path.is_file():
         return None
     try:
@@ -334,7 +327,7 @@ def _check_resumable(run: Path, config: Config) -> None:
     """The saved config must equal ``config`` apart from ``training.epochs``."""
     from msd_triplet.config import load_config
 
-    saved, current = _flat(load_config(run / "config.yaml").to_dict()), _flat(config.to_dict())
+    saved, current = _flat(load_config(RunFolder(run).config).to_dict()), _flat(config.to_dict())
     differ = [k for k in current if k != "training.epochs" and saved.get(k) != current[k]]
     if differ:
         raise MsdTripletError(f"{run}: the run was made with another config ({', '.join(differ)} differ); "
@@ -358,27 +351,27 @@ class RunCheckpoint(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         if self.validate is not None:
             logs.update(self.validate(self.model))
-        number, folder = epoch + 1, self.run / "checkpoints"
-        self._save(folder / f"epoch-{number:03d}.weights.h5", weights_only=True)
+        number, folder = epoch + 1, RunFolder(self.run)
+        self._save(folder.epoch_weights(number), weights_only=True)
         improved = MONITOR in logs and (self.state.get("best_value") is None
                                         or logs[MONITOR] > self.state["best_value"])
         if improved:
             self.state.update(best_value=logs[MONITOR], best_epoch=number)
-            self._save(folder / "best.keras")
-        self._save(folder / "last.keras")
+            self._save(folder.checkpoint("best"))
+        self._save(folder.checkpoint("last"))
         _write_log(self.run, _read_log(self.run)[: number - 1] + [{"epoch": number, **logs}])
         self.state.update(epoch=number, finished=False)
         best_epoch = self.state.get("best_epoch")
         if best_epoch is not None and self.patience and number - best_epoch >= self.patience:
             self.model.stop_training = True
             self.state.update(finished=True, stopped_early=True)
-        atomic_write_json(self.run / "state.json", self.state)
+        atomic_write_json(folder.state, self.state)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", MONITOR))
         self.say(f"epoch {number}: {shown}{' (best)' if improved else ''}")
 
 
 def _read_log(run: Path) -> list[dict]:
-    path = run / "log.csv"
+    path = RunFolder(run).log
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as handle:
@@ -392,7 +385,7 @@ def _write_log(run: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(out, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(run / "log.csv", out.getvalue())
+    atomic_write_text(RunFolder(run).log, out.getvalue())
 
 
 def _validation(config: Config, data: TrainingData) -> Optional[Callable[[object], dict]]:
@@ -503,14 +496,15 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
         raise DataError(f"the training split has {n_train} tracks, fewer than training.batch_size {batch}; "
                         "lower the batch size or add data")
     out.mkdir(parents=True, exist_ok=True)
-    if out != run and (run / "log.csv").is_file():
+    source, written = RunFolder(run), RunFolder(out)
+    if out != run and source.log.is_file():
         # a resumed run's log so far, which RunCheckpoint extends: every worker then returns the same history
-        shutil.copyfile(run / "log.csv", out / "log.csv")
-    save_config(config, out / "config.yaml")
-    data.lsi.save(out / "lsi.npz")
+        shutil.copyfile(source.log, written.log)
+    save_config(config, written.config)
+    data.lsi.save(written.lsi)
 
     keras.utils.set_random_seed(config.seed)
-    last = run / "checkpoints" / "last.keras"
+    last = source.checkpoint("last")
     if initial_epoch and last.is_file():
         with strategy.scope():
             model = keras.models.load_model(last)
@@ -525,18 +519,18 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
     compute = model_compute(model)
     say(f"training in {compute['precision']} (training.precision: {config.training.precision}), XLA "
         f"{'on' if compute['jit_compile'] else 'off'}, {compute['replicas']} replica(s)")
-    atomic_write_json(out / "run.json", {
+    atomic_write_json(written.run_info, {
         "seed": config.seed, "versions": _versions(), "compute": compute,
         "tracks": {s: int(len(r)) for s, r in data.rows.items()},
         "lsi": {"sets": list(data.lsi.sets), "k": int(data.lsi.k), "weighting": data.lsi.weighting,
-                "path": "lsi.npz"},
+                "path": written.lsi.name},
         "feature_cache": str(data.cache.directory),
     })
     steps = steps_per_epoch(n_train, batch, drop_remainder=True)
     order = batch_order(config, data)
     progress["epoch"] = initial_epoch
     checkpoint = RunCheckpoint(out, state, _validation(config, data), config.training.early_stopping_patience, say)
-    callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
+    callbacks = [checkpoint, keras.callbacks.TensorBoard(str(written.tensorboard), write_graph=False,
                                                          update_freq="epoch"), *callbacks]
     # each worker reads the global batches and keeps its replicas' slices of them
     options = tf.data.Options()
@@ -559,7 +553,7 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
     state = _read_state(out) or state
     if not state.get("finished") and state.get("epoch", 0) >= config.training.epochs:
         state["finished"] = True
-        atomic_write_json(out / "state.json", state)
+        atomic_write_json(written.state, state)
     return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"),
                      bool(state.get("stopped_early", False)), _read_log(out))
 
@@ -632,12 +626,9 @@ def batch_order(config: Config, data: TrainingData) -> Optional[Callable[[int], 
 
 
 def load_run_model(run: Path, which: str = "best"):
-    """The ``best`` (or ``last``) model of a run folder; falls back to ``last`` without validation."""
-
-    folder = Path(run) / "checkpoints"
-    path = folder / f"{which}.keras"
-    if not path.is_file() and which == "best":
-        path = folder / "last.keras"
+    """The ``best`` (or ``last``) model of a run folder; falls back to ``last`` without validation
+    (:meth:`msd_triplet.runfolder.RunFolder.loaded_checkpoint`)."""
+    path = RunFolder(run).loaded_checkpoint(which)
     if not path.is_file():
         raise DataError(f"{run}: no checkpoint ({path.name}); train it with `msd-triplet fit` first")
     return keras.models.load_model(path)

@@ -154,8 +154,9 @@ def test_map_has_every_track_and_a_label_per_point(client, browser):
 
 def test_map_is_cached_in_the_run_and_reused(browser, tiny_run, monkeypatch):
     from msd_triplet import browse
+    from msd_triplet.runfolder import RunFolder
 
-    cached = tiny_run / browse.MAP_FILE.format(split="test", checkpoint="best")
+    cached = RunFolder(tiny_run).map("test", "best")
     assert cached.is_file()
     monkeypatch.setattr(browse, "project_2d", lambda *a, **k: pytest.fail("the cached map was not reused"))
     again = browse.RunBrowser(tiny_run, split="test")
