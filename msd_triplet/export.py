@@ -32,9 +32,10 @@ import keras
 import msd_triplet
 from msd_triplet import audio
 from msd_triplet.config import Config, save_config
-from msd_triplet.errors import MsdTripletError
+from msd_triplet.errors import DataError, MsdTripletError
 from msd_triplet.fileio import atomic_write_text, sibling_temp
 from msd_triplet.layers import LogMel
+from msd_triplet.runfolder import RunFolder
 from msd_triplet.runs import run_config
 
 #: The signature that takes log-mel features; TensorFlow Serving's ``serving_default`` is the same function.
@@ -67,7 +68,7 @@ def export_savedmodel(run: str | os.PathLike, out: str | os.PathLike, *, checkpo
     Raises
     ------
     DataError
-        ``run`` is not a run folder, or has no checkpoint.
+        ``run`` is not a run folder, or has no checkpoint; ``out`` is under a file.
     MsdTripletError
         ``out`` is a file, a non-empty folder (without ``overwrite``), a
         folder that holds no export (with ``overwrite``), or the run itself.
@@ -121,9 +122,16 @@ def register_custom_objects() -> None:
 
 
 def _check_target(out: Path, run: Path, overwrite: bool) -> None:
-    """Refuse to write over a file, a folder that is not empty (unless an export and ``overwrite``) or the run."""
+    """Refuse to write over a file, a folder that is not empty (unless an export and ``overwrite``) or the run,
+    or under a file (DataError)."""
     if out.is_file():
         raise MsdTripletError(f"{out}: is a file; give a folder to export into")
+    # out's nearest existing ancestor must be a folder: mkdir(parents=True, exist_ok=True) under a file
+    # fails with EEXIST (the file itself) or ENOTDIR (below it), which would name the wrong thing
+    blocker = next((p for p in out.parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        under = "" if blocker == out.parent else f" ({blocker} is not a folder)"
+        raise DataError(f"{out}: its parent {out.parent} is not a folder{under}; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
@@ -154,10 +162,9 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 def loaded_checkpoint(run: str | os.PathLike, checkpoint: str = "best") -> Path:
     """The file :func:`msd_triplet.training.load_run_model` loads: ``checkpoints/<checkpoint>.keras``,
-    ``best`` falling back to ``last`` (a run without validation). The file may not exist."""
-    folder = Path(run) / "checkpoints"
-    path = folder / f"{checkpoint}.keras"
-    return path if path.is_file() or checkpoint != "best" else folder / "last.keras"
+    ``best`` falling back to ``last`` (a run without validation). The file may not exist.
+    The same as :meth:`msd_triplet.runfolder.RunFolder.loaded_checkpoint`."""
+    return RunFolder(run).loaded_checkpoint(checkpoint)
 
 
 def _readme(config: Config, run: Path, checkpoint: str, out: Path, dim: int) -> str:

@@ -101,8 +101,26 @@ def test_prepare_into_a_folder_under_a_file(runner, tiny_dataset, tmp_path, a_fi
 def test_run_outputs_into_a_folder_under_a_file(runner, tiny_run, a_file, command):
     args = [a.format(run=tiny_run, out=a_file / "out") for a in command]
     line = error_line(runner.invoke(main, args), 1)
-    # export's mkdir(parents=True, exist_ok=True) reports the file in the way as "File exists"
-    assert line.startswith(f"error: {a_file}") and ("Not a directory" in line or "File exists" in line)
+    if command[0] == "export-savedmodel":
+        assert line == f"error: {a_file / 'out'}: its parent {a_file} is not a folder; choose another --out"
+    else:
+        assert line.startswith(f"error: {a_file}") and "Not a directory" in line
+
+
+def test_export_under_a_file_names_out_and_says_its_parent_is_not_a_folder(runner, tmp_path, a_file):
+    """Checked before the model is loaded: a run folder with only its config.yaml is enough."""
+    from msd_triplet.config import Config, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(Config(), run / "config.yaml")
+    for out, tail in ((a_file / "x", ""), (a_file / "x" / "y", f" ({a_file} is not a folder)")):
+        line = error_line(runner.invoke(main, ["export-savedmodel", str(run), "--out", str(out)]), 1)
+        assert line == f"error: {out}: its parent {out.parent} is not a folder{tail}; choose another --out"
+    assert a_file.read_text() == "not a folder\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "run"]
+    # a good --out gets past the check to the run's missing checkpoint
+    line = error_line(runner.invoke(main, ["export-savedmodel", str(run), "--out", str(tmp_path / "out")]), 1)
+    assert "no checkpoint (last.keras)" in line and not (tmp_path / "out").exists()
 
 
 def test_embed_into_a_folder_under_a_file(runner, tiny_run, audio_files, a_file):
