@@ -109,7 +109,8 @@ def _filtered_stderr(noise: tuple[str, ...]):
 # a frame whose bit reservoir lies before the seek point, or a broken file's resync. The file is read
 # anyway, or skipped and listed with its reason in the skip manifest; these lines only alarm.
 _DECODER_NOISE = (b"libmpg123", b"part2_3_length", b"big_values too large", b"Illegal Audio-MPEG-Header",
-                  b"Trying to resync", b"Hit end of (available) data during resync")
+                  b"Trying to resync", b"Hit end of (available) data during resync",
+                  b"Xing stream size off by more than")
 
 
 @contextlib.contextmanager
