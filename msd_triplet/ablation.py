@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -41,6 +41,7 @@ import pandas as pd
 from msd_triplet.config import Config, mining_variant, save_config, with_overrides
 from msd_triplet.errors import ConfigError
 from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from msd_triplet.grid import SweepReport, sweep_folder, sweep_seeds
 from msd_triplet.gridreport import FACETS
 from msd_triplet.runfolder import RunFolder
 from msd_triplet.splits import split_positions
@@ -53,21 +54,7 @@ FACET_COLUMNS = ("p", "ci_low", "ci_high", "chance", "untrained_p", "diff_ci_low
 RESULT_COLUMNS = CELL_COLUMNS + tuple(f"{prefix}_{f}" for f in FACETS for prefix in FACET_COLUMNS)
 
 
-@dataclass
-class AblationReport:
-    folder: Path
-    results: pd.DataFrame
-    trained_now: int
-    skipped: int
-    written: list[Path] = field(default_factory=list)
-
-
-def ablation_folder(config: Config) -> Path:
-    return Path(config.ablation.folder) / config.name
-
-
-def ablation_seeds(config: Config) -> tuple[int, ...]:
-    return tuple(config.ablation.seeds) or (config.seed,)
+AblationReport = SweepReport
 
 
 def cell_name(source: str, mining: str, seed: Optional[int] = None) -> str:
@@ -134,7 +121,7 @@ def calibrate(config: Config, prepared, lsi_model, seed: int) -> dict[str, dict]
 
 def cell_config(config: Config, source: str, mining: str, seed: int, thresholds: dict) -> Config:
     """One cell: the ablation's config with its source, mining (and warm-up), seed and the source's thresholds."""
-    several = len(ablation_seeds(config)) > 1
+    several = len(sweep_seeds(config.ablation, config)) > 1
     mode, warmup = mining_variant(mining)
     return with_overrides(config, {
         "loss.relatedness": source, "loss.mining": mode, "training.warmup_epochs": warmup, "seed": seed,
@@ -183,9 +170,9 @@ def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say:
     from msd_triplet.grid import untrained_baseline
     from msd_triplet.prepare import load_prepared
 
-    folder = ablation_folder(config)
+    folder = sweep_folder(config.ablation, config)
     cells = [only] if only is not None else ablation_cells(config)
-    seeds = ablation_seeds(config)
+    seeds = sweep_seeds(config.ablation, config)
     folder.mkdir(parents=True, exist_ok=True)
     save_config(config, folder / "config.yaml")
     prepared = load_prepared(config)

@@ -10,9 +10,9 @@ the help (code 2, as click does).
 
 TensorFlow's C++ start-up log (oneDNN, cpu_feature_guard, absl) is silenced
 when a command starts (``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set a level;
-the absl lines that ignore it are filtered while tensorflow is imported), and
-libmpg123's complaints about mp3 frames read after a seek are filtered from
-stderr while a command runs; importing this module changes nothing.
+the absl lines that ignore it are filtered from stderr), and so are
+libmpg123's complaints about mp3 frames read after a seek; importing this
+module changes nothing.
 """
 
 from __future__ import annotations
@@ -37,72 +37,18 @@ PROG = "msd-triplet"
 
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not reach: since TF 2.18 they are logged
 # through absl before absl::InitializeLog() runs, so they go to stderr whatever the level
-# (tensorflow/tensorflow#100442); the import of tensorflow drops them from stderr.
-_TF_START_UP_NOISE = ("All log messages before absl::InitializeLog() is called",
-                      "port.cc:", "oneDNN custom operations are on", "cpu_feature_guard",
-                      "rebuild TensorFlow with the appropriate compiler flags")
+# (tensorflow/tensorflow#100442); the command's stderr filter drops them.
+_TF_START_UP_NOISE = (b"All log messages before absl::InitializeLog() is called", b"port.cc:",
+                      b"oneDNN custom operations are on", b"cpu_feature_guard",
+                      b"rebuild TensorFlow with the appropriate compiler flags")
 
 
-def _quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up log: ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set a level, and
-    (with the info lines hidden) the absl lines that ignore it, filtered from stderr while tensorflow is
-    imported. Called by the command line only; importing ``msd_triplet`` changes nothing."""
+def _quiet_tensorflow() -> tuple[bytes, ...]:
+    """``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set a level; the start-up lines to filter from stderr
+    (none when the user asked for TensorFlow's info log with level 0). Called by the command line only;
+    importing ``msd_triplet`` changes nothing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("", "0") or "tensorflow" in sys.modules:
-        return
-    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
-
-
-class _QuietTensorFlowImport:
-    """Meta-path finder: the first import of ``tensorflow`` runs with :func:`_filtered_stderr`."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
-            return None
-        import importlib.util
-
-        sys.meta_path.remove(self)  # one shot; find the real spec without us
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def quiet_exec_module(module) -> None:
-            with _filtered_stderr(_TF_START_UP_NOISE):
-                exec_module(module)
-
-        spec.loader.exec_module = quiet_exec_module
-        return spec
-
-
-@contextlib.contextmanager
-def _filtered_stderr(noise: tuple[str, ...]):
-    """Collect what is written to file descriptor 2 (C++ code included); then pass on every line that
-    holds none of ``noise``."""
-    import tempfile
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no stderr to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as collected:
-        os.dup2(collected.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            collected.seek(0)
-            kept = [line for line in collected.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not any(text in line for text in noise)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+    return () if os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("", "0") else _TF_START_UP_NOISE
 
 
 # What libmpg123 (inside libsndfile) writes straight to stderr when it decodes an mp3 from the middle:
@@ -197,11 +143,11 @@ class _Group(click.Group):
     """A click group that reports every error as one ``error:`` line on stderr and a non-zero exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        _quiet_tensorflow()  # before any command imports TensorFlow
+        noise = _quiet_tensorflow() + _DECODER_NOISE  # before any command imports TensorFlow
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            with _stderr_without(_DECODER_NOISE):
+            with _stderr_without(noise):
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # a bare `msd-triplet`: the help, as click shows it
             exc.show()

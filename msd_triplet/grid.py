@@ -44,7 +44,10 @@ from msd_triplet.uncertainty import BootstrapSettings, paired_differences
 
 
 @dataclass
-class GridReport:
+class SweepReport:
+    """What a grid or an ablation run did: its folder and results table, the cells trained now and
+    those already done, and the report files written."""
+
     folder: Path
     results: pd.DataFrame
     trained_now: int
@@ -52,13 +55,25 @@ class GridReport:
     written: list[Path] = field(default_factory=list)
 
 
+GridReport = SweepReport
+
+
+def sweep_folder(section, config: Config) -> Path:
+    """``<section.folder>/<name>``: where a grid or an ablation (``section``: config.grid or config.ablation) writes."""
+    return Path(section.folder) / config.name
+
+
+def sweep_seeds(section, config: Config) -> tuple[int, ...]:
+    """The training seeds of a grid or an ablation: ``section.seeds``, or the config's ``seed`` alone."""
+    return tuple(section.seeds) or (config.seed,)
+
+
 def grid_folder(config: Config) -> Path:
-    return Path(config.grid.folder) / config.name
+    return sweep_folder(config.grid, config)
 
 
 def grid_seeds(config: Config) -> tuple[int, ...]:
-    """The training seeds of the grid: ``grid.seeds``, or the config's ``seed`` alone."""
-    return tuple(config.grid.seeds) or (config.seed,)
+    return sweep_seeds(config.grid, config)
 
 
 def cell_name(combination: str, k: int, seed: Optional[int] = None) -> str:

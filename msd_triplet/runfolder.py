@@ -54,6 +54,11 @@ def split_file(name: str, split: str) -> str:
     return f"{stem}-{split}{dot}{suffix}"
 
 
+def _member(name: str, doc: str) -> property:
+    """A read-only attribute of :class:`RunFolder`: the path of ``name`` inside the run folder."""
+    return property(lambda self: self.path / name, doc=doc)
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The paths of a run folder at ``path`` (which need not exist)."""
@@ -65,33 +70,14 @@ class RunFolder:
 
     # ------------------------------------------------------------------ written by fit
 
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def state(self) -> Path:
-        return self.path / STATE_FILE
-
-    @property
-    def run_info(self) -> Path:
-        return self.path / RUN_INFO_FILE
-
-    @property
-    def log(self) -> Path:
-        return self.path / LOG_FILE
-
-    @property
-    def lsi(self) -> Path:
-        return self.path / LSI_FILE
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.path / TENSORBOARD_DIR
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / CHECKPOINTS_DIR
+    config = _member(CONFIG_FILE, "``config.yaml``: the resolved config of the run.")
+    state = _member(STATE_FILE, "``state.json``: epochs done, the best validation figure and its epoch.")
+    run_info = _member(RUN_INFO_FILE, "``run.json``: seed, library versions, data sizes, the LSI model used.")
+    log = _member(LOG_FILE, "``log.csv``: one row per finished epoch.")
+    lsi = _member(LSI_FILE, "``lsi.npz``: the LSI model whose vectors were the targets.")
+    tensorboard = _member(TENSORBOARD_DIR, "``tensorboard/``: scalars per epoch.")
+    checkpoints = _member(CHECKPOINTS_DIR, "``checkpoints/``: last, best and per-epoch weights.")
+    savedmodel = _member(SAVEDMODEL_DIR, "``savedmodel/``: where the demo exports the run's SavedModel.")
 
     def checkpoint(self, which: str) -> Path:
         """``checkpoints/<which>.keras`` (``best`` or ``last``), whether or not it exists."""
@@ -138,8 +124,3 @@ class RunFolder:
     def probe(self, facet: str) -> Path:
         """``probe-<facet>.json``: the linear probe of ``facet`` (:func:`msd_triplet.probe.probe_run`)."""
         return self.path / f"probe-{facet}.json"
-
-    @property
-    def savedmodel(self) -> Path:
-        """``savedmodel/``: where the demo exports the run's SavedModel."""
-        return self.path / SAVEDMODEL_DIR
