@@ -28,12 +28,21 @@ import traceback
 from typing import Callable
 
 __all__ = [
-    "machine_cpu_seconds", "own_cpu_seconds", "cpu_model", "markdown_table",
-    "_status", "_vm_hwm_mib", "_reset_peak", "_child", "in_child", "run_json",
+    "machine_cpu_seconds",
+    "own_cpu_seconds",
+    "cpu_model",
+    "markdown_table",
+    "_status",
+    "_vm_hwm_mib",
+    "_reset_peak",
+    "_child",
+    "in_child",
+    "run_json",
 ]
 
 
 # --------------------------------------------------------------------------- CPU time
+
 
 def machine_cpu_seconds() -> float:
     """CPU time all processes have spent so far (busy columns of /proc/stat); 0 where unavailable.
@@ -71,6 +80,7 @@ def cpu_model() -> str:
 
 # --------------------------------------------------------------------------- memory of this process
 
+
 def _status(keys: tuple[str, ...]) -> dict[str, float]:
     """Fields ``keys`` of /proc/self/status (e.g. ``VmRSS``, ``VmHWM``, ``RssAnon``) in MiB.
 
@@ -97,6 +107,7 @@ def _reset_peak() -> bool:
 
 
 # --------------------------------------------------------------------------- child processes
+
 
 def _child(target: Callable[[dict], dict], job: dict, conn) -> None:
     """Body of the process :func:`in_child` starts: send ``target(job)``, or ``{"error": traceback}``."""
@@ -135,13 +146,13 @@ def in_child(target: Callable[[dict], dict], job: dict, timeout: float | None = 
         process.join()
         receive.close()
     if "error" in result:
-        raise RuntimeError(f"{target.__name__} {job.get('method', '')} failed in the child process:\n"
-                           f"{result['error']}")
+        raise RuntimeError(f"{target.__name__} {job.get('method', '')} failed in the child process:\n{result['error']}")
     return result
 
 
-def run_json(command: list[str], what: str, *, input: str | None = None, cwd=None,
-             env: dict[str, str] | None = None) -> dict:
+def run_json(
+    command: list[str], what: str, *, input: str | None = None, cwd=None, env: dict[str, str] | None = None
+) -> dict:
     """Run ``command`` (a fresh interpreter) and parse the last line it prints as JSON.
 
     The child gets this environment plus ``TF_CPP_MIN_LOG_LEVEL=2`` plus
@@ -157,11 +168,13 @@ def run_json(command: list[str], what: str, *, input: str | None = None, cwd=Non
 
 # --------------------------------------------------------------------------- report
 
+
 def markdown_table(headers: list[str], rows: list[list], *, group_ints: bool = False) -> str:
     """A markdown table: floats as ``1,234.5``; ints as ``1,234`` with ``group_ints``, else as ``str``.
 
     Other values (strings, numpy integers, bools) are printed with ``str``.
     """
+
     def cell(v):
         if isinstance(v, float):
             return f"{v:,.1f}"

@@ -33,7 +33,8 @@ Run (``data.root`` is relative to the working directory)::
 Measured on 2026-11-29 (the demo data of ``make-demo-data``, prepared; 2 CPU cores shared with
 other jobs, so the times are rough)::
 
-    experiments/demo.yaml: 1,151 training tracks, 190 albums; source lsi (cosine), positives >= 0.8, negatives < 0.2; batch size 128, seed 42
+    experiments/demo.yaml: 1,151 training tracks, 190 albums; source lsi (cosine), positives >= 0.8,
+      negatives < 0.2; batch size 128, seed 42   (one line in the output)
     pairs of different albums: 0.98% positives, 58.95% negatives
     related lists (max 64): 0.009 s; tracks with >= 1 positive 70.0%, positives per track mean 11.2, median 7, max 62
     one epoch, 8 full batches of 128:
@@ -67,14 +68,21 @@ import time
 import numpy as np
 
 
-def batch_statistics(order: np.ndarray, vectors: np.ndarray, kind: str, albums: np.ndarray, batch_size: int,
-                     positive_threshold: float, negative_threshold: float) -> dict[str, float]:
+def batch_statistics(
+    order: np.ndarray,
+    vectors: np.ndarray,
+    kind: str,
+    albums: np.ndarray,
+    batch_size: int,
+    positive_threshold: float,
+    negative_threshold: float,
+) -> dict[str, float]:
     """Means over the anchors of the full batches of ``order``: positives, has positive/negative, valid."""
     from msd_triplet.relatedness import relatedness_numpy
 
     positives, has_pos, has_neg, valid = [], [], [], []
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        b = order[start:start + batch_size]
+        b = order[start : start + batch_size]
         r = relatedness_numpy(vectors[b], kind)
         allowed = (albums[b][:, None] != albums[b][None, :]) & ~np.eye(len(b), dtype=bool)
         pos = allowed & (r >= positive_threshold)
@@ -83,10 +91,12 @@ def batch_statistics(order: np.ndarray, vectors: np.ndarray, kind: str, albums: 
         has_pos.append(pos.any(axis=1))
         has_neg.append(neg.any(axis=1))
         valid.append(pos.any(axis=1) & neg.any(axis=1))
-    return {"positives": float(np.mean(np.concatenate(positives))),
-            "has_positive": float(np.mean(np.concatenate(has_pos))),
-            "has_negative": float(np.mean(np.concatenate(has_neg))),
-            "valid": float(np.mean(np.concatenate(valid)))}
+    return {
+        "positives": float(np.mean(np.concatenate(positives))),
+        "has_positive": float(np.mean(np.concatenate(has_pos))),
+        "has_negative": float(np.mean(np.concatenate(has_neg))),
+        "valid": float(np.mean(np.concatenate(valid))),
+    }
 
 
 def timed(fn, repeats: int = 3):
@@ -121,9 +131,12 @@ def main(argv=None) -> int:
         data = load_training_data(config, splits=("train",))
     except MsdTripletError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print("make the demo data with\n    msd-triplet make-demo-data --out data/demo\n"
-              "    msd-triplet prepare --config experiments/demo.yaml\n"
-              "(data.root is relative to the working directory)", file=sys.stderr)
+        print(
+            "make the demo data with\n    msd-triplet make-demo-data --out data/demo\n"
+            "    msd-triplet prepare --config experiments/demo.yaml\n"
+            "(data.root is relative to the working directory)",
+            file=sys.stderr,
+        )
         return 1
     lsi_vectors, album_ids = losses.unpack_targets(data.targets["train"])
     positions = data.positions["train"]
@@ -135,36 +148,44 @@ def main(argv=None) -> int:
     batch_size, seed, n = config.training.batch_size, config.seed, len(vectors)
 
     pos_share, neg_share = pair_shares(vectors, kind, albums, pos_thr, neg_thr)
-    print(f"{args.config}: {n:,} training tracks, {len(np.unique(albums)):,} albums; source {args.source} "
-          f"({kind}), positives >= {pos_thr:g}, negatives < {neg_thr:g}; batch size {batch_size}, seed {seed}")
+    print(
+        f"{args.config}: {n:,} training tracks, {len(np.unique(albums)):,} albums; source {args.source} "
+        f"({kind}), positives >= {pos_thr:g}, negatives < {neg_thr:g}; batch size {batch_size}, seed {seed}"
+    )
     print(f"pairs of different albums: {pos_share:.2%} positives, {neg_share:.2%} negatives")
     started = time.perf_counter()
     related = batches.related_lists(vectors, kind, albums, pos_thr, max_related=64, seed=seed)
     related_seconds = time.perf_counter() - started
     counts = related.counts
-    print(f"related lists (max 64): {related_seconds:.3f} s; tracks with >= 1 positive {np.mean(counts > 0):.1%}, "
-          f"positives per track mean {counts.mean():.1f}, median {np.median(counts):.0f}, max {counts.max()}")
+    print(
+        f"related lists (max 64): {related_seconds:.3f} s; tracks with >= 1 positive {np.mean(counts > 0):.1%}, "
+        f"positives per track mean {counts.mean():.1f}, median {np.median(counts):.0f}, max {counts.max()}"
+    )
 
     rows = []
     order, seconds = timed(lambda e: features.epoch_order(n, seed, e).numpy())
     rows.append(("random", seconds, batch_statistics(order, vectors, kind, albums, batch_size, pos_thr, neg_thr)))
     for g in (int(x) for x in args.group_sizes.split(",")):
         order, seconds = timed(lambda e, g=g: batches.composed_order(related, albums, batch_size, g, seed, e))
-        rows.append((f"related, g = {g}", seconds,
-                     batch_statistics(order, vectors, kind, albums, batch_size, pos_thr, neg_thr)))
+        rows.append(
+            (f"related, g = {g}", seconds, batch_statistics(order, vectors, kind, albums, batch_size, pos_thr, neg_thr))
+        )
 
     print(f"one epoch, {n // batch_size} full batches of {batch_size}:")
-    print(f"{'order':<18}{'positives/anchor':>18}{'>= 1 positive':>15}{'>= 1 negative':>15}"
-          f"{'valid anchors':>15}{'order time':>12}")
+    print(
+        f"{'order':<18}{'positives/anchor':>18}{'>= 1 positive':>15}{'>= 1 negative':>15}"
+        f"{'valid anchors':>15}{'order time':>12}"
+    )
     for name, seconds, s in rows:
-        print(f"{name:<18}{s['positives']:>18.2f}{s['has_positive']:>15.1%}{s['has_negative']:>15.1%}"
-              f"{s['valid']:>15.1%}{seconds * 1000:>10.1f} ms")
+        print(
+            f"{name:<18}{s['positives']:>18.2f}{s['has_positive']:>15.1%}{s['has_negative']:>15.1%}"
+            f"{s['valid']:>15.1%}{seconds * 1000:>10.1f} ms"
+        )
     base = rows[0][2]["valid"]
     best = max(rows[1:], key=lambda r: r[2]["valid"]) if len(rows) > 1 else None
     if best is not None and base > 0:
         print(f"valid anchors, {best[0]} / random: {best[2]['valid'] / base:.1f}x")
-    print(f"{datetime.date.today()}, python {platform.python_version()}, numpy {np.__version__}, "
-          f"{platform.machine()}")
+    print(f"{datetime.date.today()}, python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     return 0
 
 

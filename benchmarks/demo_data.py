@@ -87,10 +87,12 @@ def _set_task(x, y, tr, te) -> dict:
     """Accuracy of predicting the class y (a tag set) on te after training on tr, beside the majority class."""
     clf = _classifier().fit(x[tr], y[tr])
     majority = pd.Series(y[tr]).value_counts().index[0]
-    return {"accuracy": round(float(np.mean(clf.predict(x[te]) == y[te])), 4),
-            "majority_class": round(float(np.mean(y[te] == majority)), 4),
-            "classes_in_training_half": int(len(set(y[tr]))),
-            "test_tracks_with_a_set_unseen_in_training": int(np.sum(~np.isin(y[te], y[tr])))}
+    return {
+        "accuracy": round(float(np.mean(clf.predict(x[te]) == y[te])), 4),
+        "majority_class": round(float(np.mean(y[te] == majority)), 4),
+        "classes_in_training_half": int(len(set(y[tr]))),
+        "test_tracks_with_a_set_unseen_in_training": int(np.sum(~np.isin(y[te], y[tr]))),
+    }
 
 
 def _halves(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +125,11 @@ def baseline(root: Path, seed: int = 0) -> dict:
     out = {"tracks": int(len(df)), "unreadable": int((~ok).sum())}
     for unit, column in (("album_disjoint", "album"), ("artist_disjoint", "artist_id")):
         tr, te = _halves(df[column].to_numpy(), seed)
-        out[unit] = {"train_tracks": int(len(tr)), "test_tracks": int(len(te)),
-                     **{task: _set_task(x, df[task].to_numpy(), tr, te) for task in ("genre", "mood_set", "theme_set")}}
+        out[unit] = {
+            "train_tracks": int(len(tr)),
+            "test_tracks": int(len(te)),
+            **{task: _set_task(x, df[task].to_numpy(), tr, te) for task in ("genre", "mood_set", "theme_set")},
+        }
     tr, te = _halves(df["album"].to_numpy(), seed)
     out["tag_auc_album_disjoint"] = {s: _tag_aucs(x, list(df[s]), tr, te) for s in ("moods", "themes")}
 
@@ -146,8 +151,11 @@ def baseline(root: Path, seed: int = 0) -> dict:
         hits += float(np.sum(clf.predict(xa[is_test]) == ya[is_test]))
         chance += is_test.sum() / len(albums)
         n += is_test.sum()
-    out["album_within_artist"] = {"accuracy": round(hits / max(n, 1), 4), "chance": round(chance / max(n, 1), 4),
-                                  "test_tracks": int(n)}
+    out["album_within_artist"] = {
+        "accuracy": round(hits / max(n, 1), 4),
+        "chance": round(chance / max(n, 1), 4),
+        "test_tracks": int(n),
+    }
     return out
 
 
@@ -165,19 +173,25 @@ def main(argv=None) -> int:
         kw = {k: v for k, v in (("tracks", args.tracks), ("seed", args.seed)) if v is not None}
         summary = synthetic.make_demo_data(args.out, force=True, **kw)
         size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-        print(f"generated {summary.n_tracks} tracks ({summary.n_artists} artists, {summary.n_albums} albums) "
-              f"in {summary.seconds:.1f} s, {size / 2**20:.0f} MiB, into {args.out}")
+        print(
+            f"generated {summary.n_tracks} tracks ({summary.n_artists} artists, {summary.n_albums} albums) "
+            f"in {summary.seconds:.1f} s, {size / 2**20:.0f} MiB, into {args.out}"
+        )
     t = time.perf_counter()
     result = baseline(args.out)
     result["baseline_seconds"] = round(time.perf_counter() - t, 1)
     info = json.loads((args.out / "demo_info.json").read_text())
     result["identical_set_pairs_from_different_albums"] = {
-        s: f["identical_pairs_from_different_albums"] for s, f in info["statistics"]["facets"].items()}
+        s: f["identical_pairs_from_different_albums"] for s, f in info["statistics"]["facets"].items()
+    }
     import librosa
     import sklearn
 
-    result["versions"] = {"librosa": librosa.__version__, "scikit-learn": sklearn.__version__,
-                          "python": sys.version.split()[0]}
+    result["versions"] = {
+        "librosa": librosa.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": sys.version.split()[0],
+    }
     print(json.dumps(result, indent=2))
     return 0
 

@@ -64,7 +64,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from _common import cpu_model, machine_cpu_seconds, markdown_table, own_cpu_seconds, run_json
 
 SOURCE_RATE = 44_100
@@ -74,6 +73,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- test clips
+
 
 def synth_clip(rng: np.random.Generator, seconds: float = CLIP_SECONDS, sr: int = SOURCE_RATE) -> np.ndarray:
     """A music-like stereo clip: float32 [frames, 2] at ``sr`` Hz, peak 0.9.
@@ -138,7 +138,7 @@ def _mix(out: np.ndarray, sound: np.ndarray, at: int, pan: float) -> None:
     """Add mono ``sound`` into stereo ``out`` from frame ``at``, constant-power panned."""
     sound = sound[: max(0, out.shape[0] - at)]
     gains = np.array([np.cos(pan * np.pi / 2), np.sin(pan * np.pi / 2)])
-    out[at:at + len(sound)] += sound[:, None] * gains
+    out[at : at + len(sound)] += sound[:, None] * gains
 
 
 def _write_clip(index: int, stem: Path) -> None:
@@ -154,15 +154,19 @@ def ensure_clips(workdir: Path, n: int, workers: int) -> dict[str, list[Path]]:
     folder = workdir / "clips"
     folder.mkdir(parents=True, exist_ok=True)
     stems = [folder / f"clip-{i:04d}" for i in range(n)]
-    missing = [i for i, s in enumerate(stems)
-               if not all(s.with_suffix(f".{f}").is_file() and s.with_suffix(f".{f}").stat().st_size
-                          for f in FORMATS)]
+    missing = [
+        i
+        for i, s in enumerate(stems)
+        if not all(s.with_suffix(f".{f}").is_file() and s.with_suffix(f".{f}").stat().st_size for f in FORMATS)
+    ]
     if missing:
         started = time.perf_counter()
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_write_clip, missing, [stems[i] for i in missing]))
-        print(f"generated {len(missing)} clips x {len(FORMATS)} formats in {time.perf_counter() - started:.1f} s "
-              f"into {folder}")
+        print(
+            f"generated {len(missing)} clips x {len(FORMATS)} formats in {time.perf_counter() - started:.1f} s "
+            f"into {folder}"
+        )
     else:
         print(f"reusing {n} clips x {len(FORMATS)} formats in {folder}")
     return {fmt: [s.with_suffix(f".{fmt}") for s in stems] for fmt in FORMATS}
@@ -178,6 +182,7 @@ def read_all(paths: list[Path]) -> None:
 
 # --------------------------------------------------------------------------- extraction speed
 
+
 def time_librosa(paths: list[Path], repeats: int) -> dict[str, float]:
     """librosa load + log-mel per clip: clips/s and ms per clip of each half (fastest of ``repeats`` passes)."""
     import librosa
@@ -186,8 +191,9 @@ def time_librosa(paths: list[Path], repeats: int) -> dict[str, float]:
         return librosa.load(p, sr=22_050, mono=True, offset=3.0, duration=6.0)[0]
 
     def mel(y):
-        s = librosa.feature.melspectrogram(y=y, sr=22_050, n_fft=2_048, hop_length=1_024, n_mels=80,
-                                           fmin=16, fmax=11_000)
+        s = librosa.feature.melspectrogram(
+            y=y, sr=22_050, n_fft=2_048, hop_length=1_024, n_mels=80, fmin=16, fmax=11_000
+        )
         return np.log(s + 1e-6)
 
     mel(load(paths[0]))  # imports, numba compilation, filter bank cache
@@ -232,7 +238,7 @@ def time_ours_serial(paths: list[Path], features, alternative, repeats: int) -> 
         t_decode = t_mel = t_alt = 0.0
         for first in range(0, len(paths), size):
             t0 = time.perf_counter()
-            batch = np.stack([audio.read_segment(p, spec) for p in paths[first:first + size]])
+            batch = np.stack([audio.read_segment(p, spec) for p in paths[first : first + size]])
             t1 = time.perf_counter()
             log_mel(batch).numpy()
             t2 = time.perf_counter()
@@ -245,8 +251,12 @@ def time_ours_serial(paths: list[Path], features, alternative, repeats: int) -> 
         alts.append(t_alt)
     n = len(paths)
     total = min(d + m for d, m in zip(decodes, mels))
-    return {"clips_per_s": n / total, "decode_ms": 1e3 * min(decodes) / n, "mel_ms": 1e3 * min(mels) / n,
-            "alt_mel_ms": 1e3 * min(alts) / n}
+    return {
+        "clips_per_s": n / total,
+        "decode_ms": 1e3 * min(decodes) / n,
+        "mel_ms": 1e3 * min(mels) / n,
+        "alt_mel_ms": 1e3 * min(alts) / n,
+    }
 
 
 def _log_mel_function(features, batch: int):
@@ -257,8 +267,9 @@ def _log_mel_function(features, batch: int):
 
     samples = audio.SegmentSpec.from_config(features).samples
     kwargs = audio.log_mel_kwargs(features)
-    function = tf.function(lambda w: audio.log_mel(w, **kwargs),
-                           input_signature=[tf.TensorSpec([None, samples], tf.float32)])
+    function = tf.function(
+        lambda w: audio.log_mel(w, **kwargs), input_signature=[tf.TensorSpec([None, samples], tf.float32)]
+    )
     for size in (batch, 1):
         function(np.zeros((size, samples), np.float32)).numpy()
     return function
@@ -326,14 +337,15 @@ print(json.dumps({"tracks": len(paths), "hwm_warm": warm, "hwm_peak": status({"V
 
 def peak_memory(paths: list[Path], copies: int, workers: int, scratch: Path) -> dict[str, float]:
     """Run :data:`MEMORY_PROBE` in a child process over ``copies`` x ``paths``; its JSON result."""
-    job = json.dumps({"paths": [str(p) for p in paths], "copies": copies, "workers": workers,
-                      "scratch": str(scratch)})
+    job = json.dumps({"paths": [str(p) for p in paths], "copies": copies, "workers": workers, "scratch": str(scratch)})
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return run_json([sys.executable, "-c", MEMORY_PROBE], "memory probe", input=job, cwd=scratch,
-                    env={"PYTHONPATH": path})
+    return run_json(
+        [sys.executable, "-c", MEMORY_PROBE], "memory probe", input=job, cwd=scratch, env={"PYTHONPATH": path}
+    )
 
 
 # --------------------------------------------------------------------------- cache read speed
+
 
 def write_caches(folder: Path, rows: int, shape: tuple[int, int], shards: int) -> tuple[Path, list[Path]]:
     """The same random float32 [rows, *shape] as one ``.npy`` and as ``shards`` TFRecord files."""
@@ -348,7 +360,7 @@ def write_caches(folder: Path, rows: int, shape: tuple[int, int], shards: int) -
     for s in range(shards):
         path = folder / f"features-{s:05d}-of-{shards:05d}.tfrecord"
         with tf.io.TFRecordWriter(str(path)) as writer:
-            for row in data[bounds[s]:bounds[s + 1]]:
+            for row in data[bounds[s] : bounds[s + 1]]:
                 feature = {"features": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.tobytes()]))}
                 writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
         records.append(path)
@@ -372,7 +384,7 @@ def memmap_epoch(npy: Path, batch: int, rng: np.random.Generator) -> int:
     order = rng.permutation(array.shape[0])
     batches = array.shape[0] // batch
     for b in range(batches):
-        out = array[np.sort(order[b * batch:(b + 1) * batch])]
+        out = array[np.sort(order[b * batch : (b + 1) * batch])]
         assert out.shape[0] == batch
     return batches
 
@@ -388,10 +400,15 @@ def tfrecord_epoch(records: list[Path], shape: tuple[int, int], batch: int, seed
         return tf.reshape(tf.io.decode_raw(raw, tf.float32), [-1, *shape])
 
     files = tf.data.Dataset.from_tensor_slices([str(p) for p in records]).shuffle(len(records), seed=seed)
-    dataset = (files.interleave(tf.data.TFRecordDataset, cycle_length=len(records),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-               .shuffle(1024, seed=seed).batch(batch, drop_remainder=True)
-               .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    dataset = (
+        files.interleave(
+            tf.data.TFRecordDataset, cycle_length=len(records), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
+        )
+        .shuffle(1024, seed=seed)
+        .batch(batch, drop_remainder=True)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     batches = 0
     for out in dataset.as_numpy_iterator():
         assert out.shape[0] == batch
@@ -399,15 +416,18 @@ def tfrecord_epoch(records: list[Path], shape: tuple[int, int], batch: int, seed
     return batches
 
 
-def time_cache_reads(folder: Path, rows: int, warm_epochs: int, batch: int = 128,
-                     shape: tuple[int, int] = (80, 130), shards: int = 8) -> list[dict]:
+def time_cache_reads(
+    folder: Path, rows: int, warm_epochs: int, batch: int = 128, shape: tuple[int, int] = (80, 130), shards: int = 8
+) -> list[dict]:
     """Batches/s and MB/s of both formats, first epoch from disk, then ``warm_epochs`` from the page cache."""
     npy, records = write_caches(folder, rows, shape, shards)
     batch_mb = batch * int(np.prod(shape)) * 4 / 1e6
     contenders = {
         "memmap .npy (exact random rows)": ([npy], lambda seed: memmap_epoch(npy, batch, np.random.default_rng(seed))),
-        f"TFRecord x{shards} (shuffle buffer 1024)": (records,
-                                                     lambda seed: tfrecord_epoch(records, shape, batch, seed)),
+        f"TFRecord x{shards} (shuffle buffer 1024)": (
+            records,
+            lambda seed: tfrecord_epoch(records, shape, batch, seed),
+        ),
     }
     results = []
     for name, (files, epoch) in contenders.items():
@@ -420,14 +440,22 @@ def time_cache_reads(folder: Path, rows: int, warm_epochs: int, batch: int = 128
         warm_batches = sum(epoch(seed) for seed in range(1, warm_epochs + 1))
         warm = time.perf_counter() - started
         size = sum(p.stat().st_size for p in files) / 1e6
-        results.append({"format": name, "size_mb": size,
-                        "cold_bps": cold_batches / cold, "cold_mbps": cold_batches * batch_mb / cold,
-                        "warm_bps": warm_batches / warm, "warm_mbps": warm_batches * batch_mb / warm})
+        results.append(
+            {
+                "format": name,
+                "size_mb": size,
+                "cold_bps": cold_batches / cold,
+                "cold_mbps": cold_batches * batch_mb / cold,
+                "warm_bps": warm_batches / warm,
+                "warm_mbps": warm_batches * batch_mb / warm,
+            }
+        )
     shutil.rmtree(folder, ignore_errors=True)
     return results
 
 
 # --------------------------------------------------------------------------- report
+
 
 def versions() -> dict[str, str]:
     import librosa
@@ -435,21 +463,33 @@ def versions() -> dict[str, str]:
     import soxr
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
-            "librosa": librosa.__version__, "soundfile": sf.__version__,
-            "libsndfile": sf.__libsndfile_version__, "soxr": soxr.__version__}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "librosa": librosa.__version__,
+        "soundfile": sf.__version__,
+        "libsndfile": sf.__libsndfile_version__,
+        "soxr": soxr.__version__,
+    }
 
 
 # --------------------------------------------------------------------------- main
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=96, help="distinct clips per format (default 96)")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="keep clips here and reuse them (default: a temporary folder, removed at the end)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep clips here and reuse them (default: a temporary folder, removed at the end)",
+    )
     ap.add_argument("--cache-rows", type=int, default=4096, help="rows of the cache read benchmark (default 4096)")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="timed passes per measurement; the fastest is shown (default 3)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed passes per measurement; the fastest is shown (default 3)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 8 clips, 512 cache rows, one pass")
     args = ap.parse_args(argv)
     if args.quick:
@@ -483,49 +523,103 @@ def run(args, clips: dict[str, list[Path]], cpus: int, scratch: Path) -> None:
     alternative = FeatureConfig(precision="float64" if default.precision == "float32" else "float32")
     dflt, alt = default.precision, alternative.precision
     print("versions:", ", ".join(f"{k} {v}" for k, v in versions().items()))
-    print(f"cpus: {cpus} usable of {os.cpu_count()} ({cpu_model()}); {args.files} clips of {CLIP_SECONDS:g} s "
-          f"stereo {SOURCE_RATE} Hz per format; fastest of {args.repeats} pass(es)")
+    print(
+        f"cpus: {cpus} usable of {os.cpu_count()} ({cpu_model()}); {args.files} clips of {CLIP_SECONDS:g} s "
+        f"stereo {SOURCE_RATE} Hz per format; fastest of {args.repeats} pass(es)"
+    )
     busy, own, started = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     speed, split, fixed = extraction_speed(clips, default, alternative, cpus, scratch, args.repeats)
     others = (machine_cpu_seconds() - busy) - (own_cpu_seconds() - own)
-    print(f"other processes used {max(others, 0.0):.1f} CPU s of the {time.perf_counter() - started:.1f} s "
-          f"x {os.cpu_count()} CPUs of the speed measurements (ideally ~0)")
+    print(
+        f"other processes used {max(others, 0.0):.1f} CPU s of the {time.perf_counter() - started:.1f} s "
+        f"x {os.cpu_count()} CPUs of the speed measurements (ideally ~0)"
+    )
     print("\n## Extraction speed, clips/s (higher is better); ratio = ours / librosa; W = decoding threads\n")
-    print(markdown_table(["format", "librosa", "ours serial", "pipeline W=1", f"pipeline W={cpus}",
-                          f"pipeline W={cpus} {alt}", "ratio serial", f"ratio W={cpus}", f"ratio W={cpus} {alt}"],
-                         speed))
-    print(f"\nours: {dflt} log-mel (the default) unless marked; pipeline: from the wall time of extract_features "
-          f"into a fresh cache (creation included); a 1-clip call takes {fixed * 1e3:.0f} ms")
+    print(
+        markdown_table(
+            [
+                "format",
+                "librosa",
+                "ours serial",
+                "pipeline W=1",
+                f"pipeline W={cpus}",
+                f"pipeline W={cpus} {alt}",
+                "ratio serial",
+                f"ratio W={cpus}",
+                f"ratio W={cpus} {alt}",
+            ],
+            speed,
+        )
+    )
+    print(
+        f"\nours: {dflt} log-mel (the default) unless marked; pipeline: from the wall time of extract_features "
+        f"into a fresh cache (creation included); a 1-clip call takes {fixed * 1e3:.0f} ms"
+    )
     batch = pipeline_batch()
     print("\n## Where the time goes, ms per clip (one thread decoding; TensorFlow ops use its own pool)\n")
-    print(markdown_table(["format", "librosa load", "librosa log-mel", "ours read_segment",
-                          f"ours log_mel {dflt} (default, batch {batch})", f"ours log_mel {alt} (batch {batch})"],
-                         split))
+    print(
+        markdown_table(
+            [
+                "format",
+                "librosa load",
+                "librosa log-mel",
+                "ours read_segment",
+                f"ours log_mel {dflt} (default, batch {batch})",
+                f"ours log_mel {alt} (batch {batch})",
+            ],
+            split,
+        )
+    )
 
     mem = [peak_memory(clips["mp3"], copies, cpus, scratch) for copies in (1, 4, 16)]
     print(f"\n## Memory of extract_features (mp3, W={cpus}, default {dflt}, fresh child process each), MiB\n")
-    print(markdown_table(["tracks", "peak RSS after 1-clip warm-up", "peak RSS after run", "growth in run",
-                          "RssAnon max in run", "RssFile max in run"],
-                         [[m["tracks"], m["hwm_warm"], m["hwm_peak"], m["hwm_peak"] - m["hwm_warm"],
-                           m["anon_peak"], m["file_peak"]] for m in mem]))
+    print(
+        markdown_table(
+            [
+                "tracks",
+                "peak RSS after 1-clip warm-up",
+                "peak RSS after run",
+                "growth in run",
+                "RssAnon max in run",
+                "RssFile max in run",
+            ],
+            [
+                [
+                    m["tracks"],
+                    m["hwm_warm"],
+                    m["hwm_peak"],
+                    m["hwm_peak"] - m["hwm_warm"],
+                    m["anon_peak"],
+                    m["file_peak"],
+                ]
+                for m in mem
+            ],
+        )
+    )
     small, large = mem[1], mem[-1]  # both past the first full batch
     extra = large["tracks"] - small["tracks"]
     slopes = {key: (large[key] - small[key]) / extra * 1024 for key in ("hwm_peak", "anon_peak", "file_peak")}
-    print(f"\nper extra track from {small['tracks']} to {large['tracks']} tracks: peak RSS "
-          f"{slopes['hwm_peak']:+.1f} KiB, RssAnon {slopes['anon_peak']:+.1f} KiB, RssFile "
-          f"{slopes['file_peak']:+.1f} KiB (one cached row is {80 * 130 * 4 / 1024:.1f} KiB)")
+    print(
+        f"\nper extra track from {small['tracks']} to {large['tracks']} tracks: peak RSS "
+        f"{slopes['hwm_peak']:+.1f} KiB, RssAnon {slopes['anon_peak']:+.1f} KiB, RssFile "
+        f"{slopes['file_peak']:+.1f} KiB (one cached row is {80 * 130 * 4 / 1024:.1f} KiB)"
+    )
 
     warm_epochs = 1 if args.quick else 3
     reads = time_cache_reads(scratch / "read-bench", args.cache_rows, warm_epochs)
     print(f"\n## Cache read speed: random batches of 128 x [80, 130] float32 from {args.cache_rows} rows\n")
-    print(markdown_table(["format", "size MB", "cold batches/s", "cold MB/s", "warm batches/s", "warm MB/s"],
-                         [[r["format"], r["size_mb"], r["cold_bps"], r["cold_mbps"], r["warm_bps"], r["warm_mbps"]]
-                          for r in reads]))
+    print(
+        markdown_table(
+            ["format", "size MB", "cold batches/s", "cold MB/s", "warm batches/s", "warm MB/s"],
+            [[r["format"], r["size_mb"], r["cold_bps"], r["cold_mbps"], r["warm_bps"], r["warm_mbps"]] for r in reads],
+        )
+    )
     print(f"\ncold: first epoch after evicting the files from the page cache; warm: {warm_epochs} more epoch(s)")
 
 
-def extraction_speed(clips: dict[str, list[Path]], default, alternative, cpus: int, scratch: Path,
-                     repeats: int) -> tuple[list[list], list[list], float]:
+def extraction_speed(
+    clips: dict[str, list[Path]], default, alternative, cpus: int, scratch: Path, repeats: int
+) -> tuple[list[list], list[list], float]:
     """Rows of the speed table and of the time-split table, and the seconds of a 1-clip pipeline call.
 
     ``default`` and ``alternative`` are feature configs that differ in precision only.
@@ -539,13 +633,23 @@ def extraction_speed(clips: dict[str, list[Path]], default, alternative, cpus: i
         read_all(paths)
         ref = time_librosa(paths, repeats)
         serial = time_ours_serial(paths, default, alternative, repeats)
-        pipes = [time_pipeline(paths, f, w, scratch, repeats)
-                 for f, w in ((default, 1), (default, cpus), (alternative, cpus))]
+        pipes = [
+            time_pipeline(paths, f, w, scratch, repeats)
+            for f, w in ((default, 1), (default, cpus), (alternative, cpus))
+        ]
         base = ref["clips_per_s"]
-        speed.append([fmt, base, serial["clips_per_s"]] + [n / wall for wall in pipes]
-                     + [f"{rate / base:.2f}x" for rate in (serial["clips_per_s"], n / pipes[1], n / pipes[2])])
-        split.append([fmt] + [f"{v:.2f}" for v in (ref["decode_ms"], ref["mel_ms"], serial["decode_ms"],
-                                                     serial["mel_ms"], serial["alt_mel_ms"])])
+        speed.append(
+            [fmt, base, serial["clips_per_s"]]
+            + [n / wall for wall in pipes]
+            + [f"{rate / base:.2f}x" for rate in (serial["clips_per_s"], n / pipes[1], n / pipes[2])]
+        )
+        split.append(
+            [fmt]
+            + [
+                f"{v:.2f}"
+                for v in (ref["decode_ms"], ref["mel_ms"], serial["decode_ms"], serial["mel_ms"], serial["alt_mel_ms"])
+            ]
+        )
     return speed, split, fixed
 
 

@@ -156,7 +156,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import cpu_model, machine_cpu_seconds, own_cpu_seconds, run_json, _status, _vm_hwm_mib
+from _common import _status, _vm_hwm_mib, cpu_model, machine_cpu_seconds, own_cpu_seconds, run_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": REPO / "experiments" / "paper.yaml", "demo": REPO / "experiments" / "demo.yaml"}
@@ -165,6 +165,7 @@ MB = 1e6
 
 
 # --------------------------------------------------------------------------- the synthetic cache
+
 
 def build_cache(folder: Path, tracks: int, shards: int, seed: int = 0) -> Path:
     """A complete cache of ``tracks`` random paper-shaped rows under ``folder``; reused when already complete."""
@@ -180,8 +181,9 @@ def build_cache(folder: Path, tracks: int, shards: int, seed: int = 0) -> Path:
         cache = FeatureCache(directory)
         if len(cache) == tracks and bool(np.all(cache.status() == OK)):
             return directory
-    cache = open_or_create(directory, ids, [f"synthetic/{t}.mp3" for t in ids], features,
-                           (0, shards) if shards > 1 else None)
+    cache = open_or_create(
+        directory, ids, [f"synthetic/{t}.mp3" for t in ids], features, (0, shards) if shards > 1 else None
+    )
     rng = np.random.default_rng(seed)
     for shard in cache.shards:
         with shard.writer() as writer:
@@ -211,6 +213,7 @@ def training_targets(n: int, k: int, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- page cache
+
 
 def resident_share(paths: list[Path]) -> float:
     """Share of the pages of ``paths`` in the page cache, from ``mincore`` on a fresh read-only mapping."""
@@ -286,6 +289,7 @@ def sequential_cold_mb_s(path: Path, limit: int = 512 << 20) -> float:
 
 # --------------------------------------------------------------------------- measuring
 
+
 class AnonPeak:
     """Largest ``RssAnon`` (MiB) seen by a thread sampling every 20 ms while in the ``with`` block."""
 
@@ -320,8 +324,9 @@ class CpuWindow:
         self.others = min(max(others / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
 
 
-def time_reader(dataset, batch_bytes: float, min_seconds: float, min_batches: int, max_batches: int,
-                skip: int = 3) -> dict:
+def time_reader(
+    dataset, batch_bytes: float, min_seconds: float, min_batches: int, max_batches: int, skip: int = 3
+) -> dict:
     """Batches/s of ``dataset`` after its first batch (timed apart) and ``skip`` more.
 
     Counts at least ``min_batches`` and ``min_seconds``, at most ``max_batches``
@@ -341,11 +346,19 @@ def time_reader(dataset, batch_bytes: float, min_seconds: float, min_batches: in
         seconds, own = time.perf_counter() - started, own_cpu_seconds() - own
         del iterator
     rate = count / seconds
-    return dict(batches_s=rate, mb_s=rate * batch_bytes / MB, first_s=first, batches=count, cpu_s=own / count,
-                anon_mib=anon.peak - anon.start, others_cpu=cpu.others)
+    return dict(
+        batches_s=rate,
+        mb_s=rate * batch_bytes / MB,
+        first_s=first,
+        batches=count,
+        cpu_s=own / count,
+        anon_mib=anon.peak - anon.start,
+        others_cpu=cpu.others,
+    )
 
 
 # --------------------------------------------------------------------------- reader variants
+
 
 class ClosableCache:
     """The cache as ``feature_dataset`` uses it (``read``, ``shape``), plus other gathers and ``close()``.
@@ -386,12 +399,18 @@ class ClosableCache:
 
     def read_pread(self, rows, threads: int = 1):
         """Rows read in ascending order with ``os.preadv`` into the batch (no memory map), in ``threads`` threads."""
-        import numpy as np
         from concurrent.futures import ThreadPoolExecutor
 
+        import numpy as np
+
         if self._fds is None:
-            self._fds = [(os.open(s.directory / "features.npy", os.O_RDONLY),
-                          np.load(s.directory / "features.npy", mmap_mode="r").offset) for s in self._cache.shards]
+            self._fds = [
+                (
+                    os.open(s.directory / "features.npy", os.O_RDONLY),
+                    np.load(s.directory / "features.npy", mmap_mode="r").offset,
+                )
+                for s in self._cache.shards
+            ]
         row_bytes = int(np.prod(self.shape)) * 4
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *self.shape), np.float32)
@@ -474,8 +493,9 @@ def shipped(cache, rows, targets, batch: int):
     """Exactly the training dataset of ``training.fit`` (``epochs=None``: the reader test must not run out)."""
     from msd_triplet.features import feature_dataset
 
-    return feature_dataset(cache, rows, targets, batch_size=batch, seed=SEED, epochs=None,
-                           drop_remainder=True).with_options(fit_options())
+    return feature_dataset(
+        cache, rows, targets, batch_size=batch, seed=SEED, epochs=None, drop_remainder=True
+    ).with_options(fit_options())
 
 
 def variants(cache, rows, targets, batch: int) -> dict:
@@ -487,8 +507,16 @@ def variants(cache, rows, targets, batch: int) -> dict:
     auto = tf.data.AUTOTUNE
 
     def variant(parallel=auto, prefetch=auto, read=None, options=None):
-        return lambda: variant_dataset(cache, rows, targets, batch, parallel=parallel, prefetch=prefetch, read=read,
-                                       options=options or fit_options())
+        return lambda: variant_dataset(
+            cache,
+            rows,
+            targets,
+            batch,
+            parallel=parallel,
+            prefetch=prefetch,
+            read=read,
+            options=options or fit_options(),
+        )
 
     threads, ram = fit_options(), fit_options()
     threads.threading.private_threadpool_size = 2
@@ -503,9 +531,12 @@ def variants(cache, rows, targets, batch: int) -> dict:
         "shipped, gather unsorted": (variant(read=cache.read_unsorted), True),
         "shipped, gather by preadv": (variant(read=cache.read_pread), True),
         "shipped, gather by preadv in 8 threads": (variant(read=functools.partial(cache.read_pread, threads=8)), True),
-        "shipped, contiguous rows (seed=None)": (lambda: feature_dataset(
-            cache, rows, targets, batch_size=batch, seed=None, epochs=None, drop_remainder=True
-        ).with_options(fit_options()), True),
+        "shipped, contiguous rows (seed=None)": (
+            lambda: feature_dataset(
+                cache, rows, targets, batch_size=batch, seed=None, epochs=None, drop_remainder=True
+            ).with_options(fit_options()),
+            True,
+        ),
     }
 
 
@@ -525,8 +556,18 @@ def check_variants_agree(cache, rows, targets, batch: int) -> None:
 
 # --------------------------------------------------------------------------- train step and stall
 
-def stall(model_name: str, directory: Path, rows, batch: int, steps: int, repeats: int, cold: bool, files,
-          control: float = 0.0) -> dict:
+
+def stall(
+    model_name: str,
+    directory: Path,
+    rows,
+    batch: int,
+    steps: int,
+    repeats: int,
+    cold: bool,
+    files,
+    control: float = 0.0,
+) -> dict:
     """Step times of ``model.fit`` fed from memory, the warm and the cold pipeline; times in seconds."""
     import keras
     import numpy as np
@@ -571,8 +612,10 @@ def stall(model_name: str, directory: Path, rows, batch: int, steps: int, repeat
         return list(np.diff(ends)), waits[1:]
 
     def relax(x, y):  # the pipeline's element spec (batch dimension None), so one trace serves both
-        return (tf.compat.v1.placeholder_with_default(x, [None, *x.shape[1:]]),
-                tf.compat.v1.placeholder_with_default(y, [None, *y.shape[1:]]))
+        return (
+            tf.compat.v1.placeholder_with_default(x, [None, *x.shape[1:]]),
+            tf.compat.v1.placeholder_with_default(y, [None, *y.shape[1:]]),
+        )
 
     cache = ClosableCache(directory)
     pipeline = shipped(cache, rows, targets, batch)
@@ -594,8 +637,9 @@ def stall(model_name: str, directory: Path, rows, batch: int, steps: int, repeat
             time.sleep(delay)
             return cache.read(selected)
 
-        return variant_dataset(cache, rows, targets, batch, parallel=None, prefetch=None, read=read,
-                               options=fit_options(literal=True))
+        return variant_dataset(
+            cache, rows, targets, batch, parallel=None, prefetch=None, read=read, options=fit_options(literal=True)
+        )
 
     sides = ["memory", "warm"] + (["control"] if control else []) + (["cold"] if cold else [])
     result = {side: {"first": [], "steps": [], "medians": [], "resident": [], "others": []} for side in sides}
@@ -625,28 +669,52 @@ def stall(model_name: str, directory: Path, rows, batch: int, steps: int, repeat
             with CpuWindow() as side_cpu:
                 times, waits = run_direct(shipped(fresh, rows, targets, batch), 2 * steps)
             fresh.close()
-            by_hand = dict(wait_s=statistics.median(waits), wait_max_s=max(waits), waits=len(waits),
-                           step_s=statistics.median(times), resident_max=resident, others=[side_cpu.others],
-                           step_medians=[statistics.median(times)])
-    out = dict(model=model_name, batch=batch, precision=compute["precision"], jit_compile=compute["jit_compile"],
-               parameters=int(model.count_params()), first_fit_s=first_fit, others_cpu=cpu.others, delay_s=delay,
-               next_floor_s=statistics.median(floor), next_floor_max_s=max(floor),
-               step_s=statistics.median(result["memory"]["steps"]), step_medians=result["memory"]["medians"],
-               others=result["memory"]["others"],
-               step_min_s=min(result["memory"]["steps"]), step_max_s=max(result["memory"]["steps"]))
+            by_hand = dict(
+                wait_s=statistics.median(waits),
+                wait_max_s=max(waits),
+                waits=len(waits),
+                step_s=statistics.median(times),
+                resident_max=resident,
+                others=[side_cpu.others],
+                step_medians=[statistics.median(times)],
+            )
+    out = dict(
+        model=model_name,
+        batch=batch,
+        precision=compute["precision"],
+        jit_compile=compute["jit_compile"],
+        parameters=int(model.count_params()),
+        first_fit_s=first_fit,
+        others_cpu=cpu.others,
+        delay_s=delay,
+        next_floor_s=statistics.median(floor),
+        next_floor_max_s=max(floor),
+        step_s=statistics.median(result["memory"]["steps"]),
+        step_medians=result["memory"]["medians"],
+        others=result["memory"]["others"],
+        step_min_s=min(result["memory"]["steps"]),
+        step_max_s=max(result["memory"]["steps"]),
+    )
     for side in sides[1:]:
         stalls = [p - m for p, m in zip(result[side]["medians"], result["memory"]["medians"])]
         starts = [p - m for p, m in zip(result[side]["first"], result["memory"]["first"])]
-        out[side] = dict(step_s=statistics.median(result[side]["steps"]), stall_s=statistics.median(stalls),
-                         stall_min_s=min(stalls), stall_max_s=max(stalls), start_s=statistics.median(starts),
-                         resident_max=max(result[side]["resident"]), step_medians=result[side]["medians"],
-                         others=result[side]["others"])
+        out[side] = dict(
+            step_s=statistics.median(result[side]["steps"]),
+            stall_s=statistics.median(stalls),
+            stall_min_s=min(stalls),
+            stall_max_s=max(stalls),
+            start_s=statistics.median(starts),
+            resident_max=max(result[side]["resident"]),
+            step_medians=result[side]["medians"],
+            others=result[side]["others"],
+        )
     if cold:
         out["cold_next"] = by_hand
     return out
 
 
 # --------------------------------------------------------------------------- one child: one batch size
+
 
 def cell(job: dict) -> dict:
     """Reader variants at one batch size (warm, then cold), then the stall of the job's model if any."""
@@ -674,24 +742,31 @@ def cell(job: dict) -> dict:
             resident = warm(files) if temperature == "warm" else evict(files)["resident"]
             seconds = job["min_seconds"] if temperature == "warm" else job["min_seconds_cold"]
             first_epoch = max(len(rows) // batch - 4, 1)  # the batches of epoch 0 after the first and the skipped
-            row = time_reader(dataset, batch_bytes, seconds, job["min_batches"],
-                              first_epoch if temperature == "cold" else 10 ** 9)
+            row = time_reader(
+                dataset, batch_bytes, seconds, job["min_batches"], first_epoch if temperature == "cold" else 10**9
+            )
             readers.append(dict(variant=name, cache=temperature, resident=resident, batch=batch, **row))
-            print(f"batch {batch} {temperature} {name}: {row['batches_s']:.2f} batches/s, {row['mb_s']:,.0f} MB/s, "
-                  f"first {row['first_s']:.3f} s (resident before {100 * resident:.1f} %, others' CPU "
-                  f"{100 * row['others_cpu']:.0f} %)", file=sys.stderr, flush=True)
+            print(
+                f"batch {batch} {temperature} {name}: {row['batches_s']:.2f} batches/s, {row['mb_s']:,.0f} MB/s, "
+                f"first {row['first_s']:.3f} s (resident before {100 * resident:.1f} %, others' CPU "
+                f"{100 * row['others_cpu']:.0f} %)",
+                file=sys.stderr,
+                flush=True,
+            )
             del dataset
             cache.close()
             gc.collect()
     out = dict(batch=batch, readers=readers, baseline_mib=_vm_hwm_mib())
     if job.get("model"):
-        out["stall"] = stall(job["model"], directory, rows, batch, job["steps"], job["repeats"], job["cold"], files,
-                             job["control"])
+        out["stall"] = stall(
+            job["model"], directory, rows, batch, job["steps"], job["repeats"], job["cold"], files, job["control"]
+        )
     out.update(peak_mib=_vm_hwm_mib(), tensorflow=tf.__version__)
     return out
 
 
 # --------------------------------------------------------------------------- report
+
 
 def _reader(result: dict, variant: str, temperature: str) -> dict | None:
     return next((r for r in result["readers"] if r["variant"] == variant and r["cache"] == temperature), None)
@@ -702,17 +777,21 @@ def _waits(stall: dict, side: str) -> str:
     t = stall.get(f"{side}_next")
     if not t:
         return "-"
-    return (f"{1e3 * t['wait_s']:.1f} / {1e3 * t['wait_max_s']:.1f} (memory {1e3 * stall['next_floor_s']:.1f} / "
-            f"{1e3 * stall['next_floor_max_s']:.1f})")
+    return (
+        f"{1e3 * t['wait_s']:.1f} / {1e3 * t['wait_max_s']:.1f} (memory {1e3 * stall['next_floor_s']:.1f} / "
+        f"{1e3 * stall['next_floor_max_s']:.1f})"
+    )
 
 
 def summary_table(results: list[dict]) -> str:
     """Reader (shipped) against the train step, and the stall, per batch size and page cache state."""
     name = "shipped: parallel map + prefetch (AUTOTUNE)"
-    lines = ["| batch | model (precision) | page cache | reader batches/s | reader MB/s | step batches/s (step s) "
-             "| reader ÷ step | stall ms/step, median [range] | stall / step | wait in next() ms, median / max "
-             "| 1st step extra s | others' CPU, reader / model |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| batch | model (precision) | page cache | reader batches/s | reader MB/s | step batches/s (step s) "
+        "| reader ÷ step | stall ms/step, median [range] | stall / step | wait in next() ms, median / max "
+        "| 1st step extra s | others' CPU, reader / model |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         s = result.get("stall")
         for side in ("warm", "cold", "control"):
@@ -724,32 +803,44 @@ def summary_table(results: list[dict]) -> str:
             state = side if side != "control" else f"control: warm, serial, +{1e3 * s['delay_s']:.0f} ms per batch"
             if s and side in s:
                 t = s[side]
-                step = (f"{1 / s['step_s']:.2f} ({s['step_s']:.2f})",
-                        f"{r['batches_s'] * s['step_s']:,.0f}x" if r else "-",
-                        f"{1e3 * t['stall_s']:+.0f} [{1e3 * t['stall_min_s']:+.0f}, {1e3 * t['stall_max_s']:+.0f}]",
-                        f"{100 * t['stall_s'] / s['step_s']:+.1f} %", _waits(s, side),
-                        f"{t['start_s']:+.2f}", f"{cpu} / {100 * s['others_cpu']:.0f} %")
+                step = (
+                    f"{1 / s['step_s']:.2f} ({s['step_s']:.2f})",
+                    f"{r['batches_s'] * s['step_s']:,.0f}x" if r else "-",
+                    f"{1e3 * t['stall_s']:+.0f} [{1e3 * t['stall_min_s']:+.0f}, {1e3 * t['stall_max_s']:+.0f}]",
+                    f"{100 * t['stall_s'] / s['step_s']:+.1f} %",
+                    _waits(s, side),
+                    f"{t['start_s']:+.2f}",
+                    f"{cpu} / {100 * s['others_cpu']:.0f} %",
+                )
                 model = f"{s['model']} ({s['precision']})"
             else:
                 step, model = ("-", "-", "-", "-", "-", "-", cpu), "-"
-            lines.append(f"| {result['batch']} | {model} | {state} | {reader[0]} | {reader[1]} | "
-                         + " | ".join(step) + " |")
+            lines.append(
+                f"| {result['batch']} | {model} | {state} | {reader[0]} | {reader[1]} | " + " | ".join(step) + " |"
+            )
     return "\n".join(lines)
 
 
 def variants_table(results: list[dict]) -> str:
-    lines = ["| batch | reader | warm batches/s | warm MB/s | cold batches/s | cold MB/s | first batch s, warm / cold "
-             "| CPU ms per batch, warm / cold | peak anon MiB | others' CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| batch | reader | warm batches/s | warm MB/s | cold batches/s | cold MB/s | first batch s, warm / cold "
+        "| CPU ms per batch, warm / cold | peak anon MiB | others' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         for variant in dict.fromkeys(r["variant"] for r in result["readers"]):
             w, c = _reader(result, variant, "warm"), _reader(result, variant, "cold")
-            cold = ((f"{c['batches_s']:,.1f}", f"{c['mb_s']:,.0f}", f"{c['first_s']:.3f}", f"{1e3 * c['cpu_s']:.0f}")
-                    if c else ("-", "-", "-", "-"))
+            cold = (
+                (f"{c['batches_s']:,.1f}", f"{c['mb_s']:,.0f}", f"{c['first_s']:.3f}", f"{1e3 * c['cpu_s']:.0f}")
+                if c
+                else ("-", "-", "-", "-")
+            )
             others = max(w["others_cpu"], c["others_cpu"] if c else 0.0)
-            lines.append(f"| {result['batch']} | {variant} | {w['batches_s']:,.1f} | {w['mb_s']:,.0f} | {cold[0]} "
-                         f"| {cold[1]} | {w['first_s']:.3f} / {cold[2]} | {1e3 * w['cpu_s']:.0f} / {cold[3]} "
-                         f"| {w['anon_mib']:,.0f} | {100 * others:.0f} % |")
+            lines.append(
+                f"| {result['batch']} | {variant} | {w['batches_s']:,.1f} | {w['mb_s']:,.0f} | {cold[0]} "
+                f"| {cold[1]} | {w['first_s']:.3f} / {cold[2]} | {1e3 * w['cpu_s']:.0f} / {cold[3]} "
+                f"| {w['anon_mib']:,.0f} | {100 * others:.0f} % |"
+            )
     return "\n".join(lines)
 
 
@@ -772,21 +863,26 @@ def verdict(results: list[dict], threshold: float = 0.02) -> list[str]:
             if side in s:
                 t = s[side]
                 share = t["stall_s"] / s["step_s"]
-                lines.append(f"{head}, {side} cache: stall {1e3 * t['stall_s']:+.0f} ms per {s['step_s']:.2f} s step "
-                             f"({100 * share:+.1f} %, range {100 * t['stall_min_s'] / s['step_s']:+.1f} to "
-                             f"{100 * t['stall_max_s'] / s['step_s']:+.1f} %): "
-                             + _judge(share, t["stall_min_s"], threshold))
+                lines.append(
+                    f"{head}, {side} cache: stall {1e3 * t['stall_s']:+.0f} ms per {s['step_s']:.2f} s step "
+                    f"({100 * share:+.1f} %, range {100 * t['stall_min_s'] / s['step_s']:+.1f} to "
+                    f"{100 * t['stall_max_s'] / s['step_s']:+.1f} %): " + _judge(share, t["stall_min_s"], threshold)
+                )
         if "cold_next" in s:
             t = s["cold_next"]
-            lines.append(f"{head}, cold cache, steps by hand: the wait in next() for a batch, median "
-                         f"{1e3 * t['wait_s']:.2f} ms, at most {1e3 * t['wait_max_s']:.1f} ms over {t['waits']} steps "
-                         f"after the first; from the in-memory batch, the same loop waits "
-                         f"{1e3 * s['next_floor_s']:.2f} ms (at most {1e3 * s['next_floor_max_s']:.1f})")
+            lines.append(
+                f"{head}, cold cache, steps by hand: the wait in next() for a batch, median "
+                f"{1e3 * t['wait_s']:.2f} ms, at most {1e3 * t['wait_max_s']:.1f} ms over {t['waits']} steps "
+                f"after the first; from the in-memory batch, the same loop waits "
+                f"{1e3 * s['next_floor_s']:.2f} ms (at most {1e3 * s['next_floor_max_s']:.1f})"
+            )
         if "control" in s:
             t = s["control"]
-            lines.append(f"{head}, control: a wait of {1e3 * s['delay_s']:.0f} ms per batch injected (serial map, no "
-                         f"prefetch), measured stall {1e3 * t['stall_s']:+.0f} ms "
-                         f"[{1e3 * t['stall_min_s']:+.0f}, {1e3 * t['stall_max_s']:+.0f}]")
+            lines.append(
+                f"{head}, control: a wait of {1e3 * s['delay_s']:.0f} ms per batch injected (serial map, no "
+                f"prefetch), measured stall {1e3 * t['stall_s']:+.0f} ms "
+                f"[{1e3 * t['stall_min_s']:+.0f}, {1e3 * t['stall_max_s']:+.0f}]"
+            )
     return lines
 
 
@@ -796,19 +892,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracks", type=int, default=20_000, help="rows of the synthetic cache")
     parser.add_argument("--shards", type=int, default=1, help="shards of the synthetic cache")
     parser.add_argument("--batches", nargs="+", type=int, default=[600, 150, 128], help="reader batch sizes")
-    parser.add_argument("--models", nargs="*", default=["paper:600", "demo:128"],
-                        help="MODEL:BATCH cells that also time the train step and the stall")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps per fit call (default: 3 at batch >= 300, else 8)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=["paper:600", "demo:128"],
+        help="MODEL:BATCH cells that also time the train step and the stall",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per fit call (default: 3 at batch >= 300, else 8)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="memory / warm / cold rounds per model cell")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="reader: counted seconds per warm variant")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
-    parser.add_argument("--variant-batches", nargs="*", type=int, default=[600, 128],
-                        help="batch sizes that measure every reader variant (others: shipped and serial only)")
-    parser.add_argument("--control", nargs="*", type=int, default=[128],
-                        help="batch sizes whose model cell also runs the control (a known wait per batch)")
-    parser.add_argument("--control-share", type=float, default=0.05,
-                        help="the control's wait per batch, as a share of the step from memory")
+    parser.add_argument(
+        "--variant-batches",
+        nargs="*",
+        type=int,
+        default=[600, 128],
+        help="batch sizes that measure every reader variant (others: shipped and serial only)",
+    )
+    parser.add_argument(
+        "--control",
+        nargs="*",
+        type=int,
+        default=[128],
+        help="batch sizes whose model cell also runs the control (a known wait per batch)",
+    )
+    parser.add_argument(
+        "--control-share",
+        type=float,
+        default=0.05,
+        help="the control's wait per batch, as a share of the step from memory",
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 tracks, batch 128 with the demo model, few steps")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -829,14 +944,20 @@ def main(argv: list[str] | None = None) -> None:
         directory = build_cache(folder, args.tracks, args.shards)
         files = feature_files(directory)
         size = sum(os.path.getsize(f) for f in files)
-        print(f"cache: {directory} ({args.tracks:,} tracks, {size / MB:,.0f} MB, {len(files)} shard(s)); "
-              f"ready in {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"cache: {directory} ({args.tracks:,} tracks, {size / MB:,.0f} MB, {len(files)} shard(s)); "
+            f"ready in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         cold = not args.no_cold
         if cold:
             left = evict(files)
             sequential = sequential_cold_mb_s(files[0])
-            print(f"page cache: after eviction ({left['method']}) {100 * left['resident']:.2f} % of the cache "
-                  f"resident; sequential cold read {sequential:,.0f} MB/s", flush=True)
+            print(
+                f"page cache: after eviction ({left['method']}) {100 * left['resident']:.2f} % of the cache "
+                f"resident; sequential cold read {sequential:,.0f} MB/s",
+                flush=True,
+            )
             if not left["resident"] < 0.01:
                 print("eviction did not work here: cold runs skipped", flush=True)
                 cold = False
@@ -844,24 +965,40 @@ def main(argv: list[str] | None = None) -> None:
         for batch in sorted(set(args.batches) | set(models), reverse=True):
             steps = args.steps or (3 if batch >= 300 else 8)
             k = load_config(CONFIGS[models.get(batch, "paper")]).lsi.k  # the targets' LSI size, as in training
-            job = dict(cache=str(directory), batch=batch, model=models.get(batch), k=k, steps=steps,
-                       repeats=args.repeats, control=args.control_share if batch in args.control else 0.0,
-                       cold=cold, all_variants=batch in args.variant_batches,
-                       min_seconds=args.min_seconds, min_seconds_cold=max(args.min_seconds, 1.0),
-                       min_batches=5)
+            job = dict(
+                cache=str(directory),
+                batch=batch,
+                model=models.get(batch),
+                k=k,
+                steps=steps,
+                repeats=args.repeats,
+                control=args.control_share if batch in args.control else 0.0,
+                cold=cold,
+                all_variants=batch in args.variant_batches,
+                min_seconds=args.min_seconds,
+                min_seconds_cold=max(args.min_seconds, 1.0),
+                min_batches=5,
+            )
             result = run_json([sys.executable, __file__, "--child", json.dumps(job)], f"batch {batch}", cwd=REPO)
             results.append(result)
             s = result.get("stall")
             if s:
                 sides = [("memory", s)] + [(t, s[t]) for t in ("warm", "control", "cold", "cold_next") if t in s]
-                print(f"{s['model']} batch {batch} ({s['precision']}), median step per repeat (others' CPU): "
-                      + "; ".join(f"{t} " + ", ".join(f"{v:.3f} s ({100 * o:.0f} %)" for v, o in
-                                                      zip(d["step_medians"], d["others"])) for t, d in sides),
-                      flush=True)
+                print(
+                    f"{s['model']} batch {batch} ({s['precision']}), median step per repeat (others' CPU): "
+                    + "; ".join(
+                        f"{t} "
+                        + ", ".join(f"{v:.3f} s ({100 * o:.0f} %)" for v, o in zip(d["step_medians"], d["others"]))
+                        for t, d in sides
+                    ),
+                    flush=True,
+                )
         total = time.perf_counter() - started
     print()
-    print(f"{os.cpu_count()} CPUs ({cpu_model()}), TensorFlow {results[0]['tensorflow']}; cache {args.tracks:,} "
-          f"tracks ({size / MB:,.0f} MB); {total / 60:.1f} min")
+    print(
+        f"{os.cpu_count()} CPUs ({cpu_model()}), TensorFlow {results[0]['tensorflow']}; cache {args.tracks:,} "
+        f"tracks ({size / MB:,.0f} MB); {total / 60:.1f} min"
+    )
     print()
     print(summary_table(results))
     print()
@@ -869,13 +1006,19 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print("\n".join(verdict(results)))
     resident = [r["resident"] for result in results for r in result["readers"] if r["cache"] == "cold"]
-    resident += [result["stall"][side]["resident_max"] for result in results for side in ("cold", "cold_next")
-                 if side in result.get("stall", {})]
+    resident += [
+        result["stall"][side]["resident_max"]
+        for result in results
+        for side in ("cold", "cold_next")
+        if side in result.get("stall", {})
+    ]
     if resident:
         print(f"cold runs began with at most {100 * max(resident):.2f} % of the cache in the page cache (mincore)")
     for result in results:
-        print(f"batch {result['batch']}: peak {result['peak_mib']:,.0f} MiB (after the readers "
-              f"{result['baseline_mib']:,.0f} MiB; both include mapped cache pages)")
+        print(
+            f"batch {result['batch']}: peak {result['peak_mib']:,.0f} MiB (after the readers "
+            f"{result['baseline_mib']:,.0f} MiB; both include mapped cache pages)"
+        )
 
 
 if __name__ == "__main__":

@@ -80,7 +80,6 @@ import sys
 import time
 
 import numpy as np
-
 from _common import _reset_peak, _status, cpu_model, in_child, machine_cpu_seconds, markdown_table, own_cpu_seconds
 
 SIZES = ((504_502, 1_412), (143_587, 1_305))
@@ -94,6 +93,7 @@ N_TOPICS = 256
 
 
 # --------------------------------------------------------------------------- synthetic matrix
+
 
 def synthetic_matrix(n_tracks: int, n_tags: int, seed: int, tags_per_track: tuple[int, float, int] = (3, 5.0, 8)):
     """A binary track x tag matrix: float64 ``csr_matrix`` [n_tracks, n_tags] with topic structure.
@@ -153,6 +153,7 @@ def sample_rows(n_tracks: int, n: int, seed: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- child processes
 
+
 def _release_free_memory() -> None:
     """Return memory freed by the matrix build to the OS (glibc ``malloc_trim``), so no fit reuses it unseen."""
     try:
@@ -199,8 +200,14 @@ def fit_job(job: dict) -> dict:
     seconds = time.perf_counter() - started
     peak = _status(("VmHWM",))["VmHWM"]
     vectors = np.asarray(matrix[sample_rows(job["tracks"], job["sample"], job["seed"])] @ components.T)
-    return {"seconds": seconds, "rss_before": before["VmRSS"] if reset else before["VmHWM"], "peak": peak,
-            "reset": reset, "values": np.asarray(values, np.float64), "vectors": vectors.astype(np.float64)}
+    return {
+        "seconds": seconds,
+        "rss_before": before["VmRSS"] if reset else before["VmHWM"],
+        "peak": peak,
+        "reset": reset,
+        "values": np.asarray(values, np.float64),
+        "vectors": vectors.astype(np.float64),
+    }
 
 
 def grid_job(job: dict) -> dict:
@@ -226,6 +233,7 @@ def grid_job(job: dict) -> dict:
 
 # --------------------------------------------------------------------------- accuracy
 
+
 def cosine_error(vectors: np.ndarray, reference: np.ndarray, quantile: float = 1.0) -> float:
     """|cosine(vectors) - cosine(reference)| over all pairs of sample tracks: its max, or another quantile."""
     from msd_triplet.lsi import cosine_similarity
@@ -247,15 +255,27 @@ def value_error(values: np.ndarray, reference: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- report
 
+
 def versions() -> dict[str, str]:
     import scipy
     import sklearn
     from threadpoolctl import threadpool_info
 
-    blas = next((f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info()
-                 if i["user_api"] == "blas"), "unknown")
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "numpy BLAS": blas}
+    blas = next(
+        (
+            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        ),
+        "unknown",
+    )
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy BLAS": blas,
+    }
 
 
 def size_name(size: tuple[int, int]) -> str:
@@ -271,6 +291,7 @@ def interpolated_total(times: dict[int, float], grid: list[int]) -> float | None
 
 
 # --------------------------------------------------------------------------- main
+
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     try:
@@ -313,21 +334,39 @@ def parse_tags(text: str) -> tuple[int, float, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=parse_sizes, default=None,
-                    help="matrices as TRACKSxTAGS, comma-separated (default 504502x1412,143587x1305)")
+    ap.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=None,
+        help="matrices as TRACKSxTAGS, comma-separated (default 504502x1412,143587x1305)",
+    )
     ap.add_argument("--ks", type=parse_ints, default=None, help="topics, comma-separated (default 10,100,400)")
-    ap.add_argument("--methods", type=parse_methods, default=METHODS,
-                    help=f"contenders, comma-separated (default {','.join(METHODS)}); the accuracy columns "
-                         f"need {REFERENCE}")
-    ap.add_argument("--tags-per-track", type=parse_tags, default=(3, 5.0, 8),
-                    help="MIN,MEAN,MAX distinct tags per synthetic track (default 3,5,8)")
+    ap.add_argument(
+        "--methods",
+        type=parse_methods,
+        default=METHODS,
+        help=f"contenders, comma-separated (default {','.join(METHODS)}); the accuracy columns need {REFERENCE}",
+    )
+    ap.add_argument(
+        "--tags-per-track",
+        type=parse_tags,
+        default=(3, 5.0, 8),
+        help="MIN,MEAN,MAX distinct tags per synthetic track (default 3,5,8)",
+    )
     ap.add_argument("--sample", type=int, default=2_000, help="tracks in the cosine comparison (default 2000)")
-    ap.add_argument("--timeout", type=float, default=600.0,
-                    help="seconds a child may take (build + fit) before it is stopped and skipped (default 600)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds a child may take (build + fit) before it is stopped and skipped (default 600)",
+    )
     ap.add_argument("--no-grid", action="store_true", help="skip the k-grid (truncate vs separate fits) part")
     ap.add_argument("--seed", type=int, default=0, help="matrix, sample and solver seed (default 0)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: one 20,000 x 1,000 matrix, k 10 and 100 (unless --sizes / --ks are given)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: one 20,000 x 1,000 matrix, k 10 and 100 (unless --sizes / --ks are given)",
+    )
     args = ap.parse_args(argv)
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     args.ks = args.ks or (QUICK_KS if args.quick else KS)
@@ -340,18 +379,22 @@ def main(argv=None) -> int:
 def run(args) -> None:
     """All measurements and their tables."""
     print("versions:", ", ".join(f"{k} {v}" for k, v in versions().items()))
-    print(f"cpus: {len(os.sched_getaffinity(0))} usable of {os.cpu_count()} ({cpu_model()}); seed {args.seed}; "
-          f"tags per track min/mean/max {args.tags_per_track[0]}/{args.tags_per_track[1]:g}/{args.tags_per_track[2]}")
+    print(
+        f"cpus: {len(os.sched_getaffinity(0))} usable of {os.cpu_count()} ({cpu_model()}); seed {args.seed}; "
+        f"tags per track min/mean/max {args.tags_per_track[0]}/{args.tags_per_track[1]:g}/{args.tags_per_track[2]}"
+    )
     for size in args.sizes:
         started = time.perf_counter()
         matrix = synthetic_matrix(*size, args.seed, args.tags_per_track)
         built = time.perf_counter() - started
         counts = np.asarray(matrix.sum(axis=0)).ravel()
-        mib = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2 ** 20
-        print(f"matrix {size_name(size)}: {matrix.nnz:,} ones ({matrix.nnz / size[0]:.2f} tags per track, "
-              f"density {matrix.nnz / size[0] / size[1]:.2%}), tags used {np.count_nonzero(counts):,}, "
-              f"most popular tag on {counts.max() / size[0]:.1%} of tracks; float64 csr {mib:,.0f} MiB; "
-              f"built in {built:.1f} s")
+        mib = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20
+        print(
+            f"matrix {size_name(size)}: {matrix.nnz:,} ones ({matrix.nnz / size[0]:.2f} tags per track, "
+            f"density {matrix.nnz / size[0] / size[1]:.2%}), tags used {np.count_nonzero(counts):,}, "
+            f"most popular tag on {counts.max() / size[0]:.1%} of tracks; float64 csr {mib:,.0f} MiB; "
+            f"built in {built:.1f} s"
+        )
         del matrix
 
     rows, ratios, notes, flips = [], [], [], []
@@ -365,8 +408,15 @@ def run(args) -> None:
                 continue
             results = {}
             for method in methods:
-                job = {"tracks": size[0], "tags": size[1], "k": k, "method": method, "seed": args.seed,
-                       "sample": args.sample, "tags_per_track": args.tags_per_track}
+                job = {
+                    "tracks": size[0],
+                    "tags": size[1],
+                    "k": k,
+                    "method": method,
+                    "seed": args.seed,
+                    "sample": args.sample,
+                    "tags_per_track": args.tags_per_track,
+                }
                 print(f"  fitting {method:<10} k={k:<4} on {size_name(size)} ...", end="", flush=True)
                 busy, own, started = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
                 result = in_child(fit_job, job, args.timeout)
@@ -375,11 +425,15 @@ def run(args) -> None:
                 foreign += others
                 if result is None:
                     print(f" stopped after {args.timeout:.0f} s")
-                    notes.append(f"{size_name(size)} k={k} {method}: skipped, still running after the "
-                                 f"{args.timeout:.0f} s timeout (build + fit)")
+                    notes.append(
+                        f"{size_name(size)} k={k} {method}: skipped, still running after the "
+                        f"{args.timeout:.0f} s timeout (build + fit)"
+                    )
                     continue
-                print(f" {result['seconds']:.1f} s fit, {wall:.1f} s in all; other processes used {others:.1f} "
-                      f"CPU s meanwhile")
+                print(
+                    f" {result['seconds']:.1f} s fit, {wall:.1f} s in all; other processes used {others:.1f} "
+                    f"CPU s meanwhile"
+                )
                 result["others"] = others
                 if not result["reset"]:
                     notes.append(f"{method}: peak RSS mark could not be reset; fit peak is above VmHWM after build")
@@ -390,18 +444,36 @@ def run(args) -> None:
             ratios += ratio_rows(size, k, results)
 
     print("\n## Fit time, memory and accuracy (fresh child process per fit)\n")
-    print(markdown_table(["matrix", "k", "method", "seconds", "RSS before fit MiB", "fit peak MiB",
-                          f"sv max rel error vs {REFERENCE}", f"cosine max abs error vs {REFERENCE}",
-                          "cosine abs error, 99.9th pct of pairs", "other processes' CPU s"], rows))
-    print("\nseconds: wall time of the fit call; RSS before fit: interpreter, libraries and the float64 csr "
-          "matrix; fit peak: peak RSS during the fit minus RSS before it; errors: singular values, and the "
-          f"{args.sample:,} x {args.sample:,} cosine matrix of sampled tracks' float64 LSI vectors; other "
-          "processes' CPU s: CPU time used by the rest of the machine while the child ran (ideally ~0; "
-          "a large value means the time is inflated)")
+    print(
+        markdown_table(
+            [
+                "matrix",
+                "k",
+                "method",
+                "seconds",
+                "RSS before fit MiB",
+                "fit peak MiB",
+                f"sv max rel error vs {REFERENCE}",
+                f"cosine max abs error vs {REFERENCE}",
+                "cosine abs error, 99.9th pct of pairs",
+                "other processes' CPU s",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nseconds: wall time of the fit call; RSS before fit: interpreter, libraries and the float64 csr "
+        "matrix; fit peak: peak RSS during the fit minus RSS before it; errors: singular values, and the "
+        f"{args.sample:,} x {args.sample:,} cosine matrix of sampled tracks' float64 LSI vectors; other "
+        "processes' CPU s: CPU time used by the rest of the machine while the child ran (ideally ~0; "
+        "a large value means the time is inflated)"
+    )
     print(f"other processes used {foreign:.1f} CPU s during the fits above (ideally ~0)")
     if flips:
-        print(f"sign check: flipping random component signs of the {REFERENCE} vectors changes their cosines by at "
-              f"most {max(flips):.1e} (over all matrices and k)")
+        print(
+            f"sign check: flipping random component signs of the {REFERENCE} vectors changes their cosines by at "
+            f"most {max(flips):.1e} (over all matrices and k)"
+        )
     if ratios:
         print("\n## Ours / scikit-learn randomized (below 1: ours is faster / smaller)\n")
         print(markdown_table(["matrix", "k", "gram time", "svds time", "gram fit peak", "svds fit peak"], ratios))
@@ -427,11 +499,23 @@ def table_rows(size, k, methods, results, seed, flips) -> list[list]:
         if reference is None:
             accuracy = ["n/a", "n/a", "n/a"]
         else:
-            accuracy = [f"{value_error(r['values'], reference['values']):.1e}",
-                        f"{cosine_error(r['vectors'], reference['vectors']):.1e}",
-                        f"{cosine_error(r['vectors'], reference['vectors'], 0.999):.1e}"]
-        rows.append([size_name(size), k, method, f"{r['seconds']:.2f}", r["rss_before"],
-                     r["peak"] - r["rss_before"], *accuracy, r["others"]])
+            accuracy = [
+                f"{value_error(r['values'], reference['values']):.1e}",
+                f"{cosine_error(r['vectors'], reference['vectors']):.1e}",
+                f"{cosine_error(r['vectors'], reference['vectors'], 0.999):.1e}",
+            ]
+        rows.append(
+            [
+                size_name(size),
+                k,
+                method,
+                f"{r['seconds']:.2f}",
+                r["rss_before"],
+                r["peak"] - r["rss_before"],
+                *accuracy,
+                r["others"],
+            ]
+        )
     return rows
 
 
@@ -451,8 +535,9 @@ def ratio_rows(size, k, results) -> list[list]:
     def peak(r):
         return (r["peak"] - r["rss_before"]) / base_peak
 
-    return [[size_name(size), k, ratio("gram", seconds), ratio("svds", seconds), ratio("gram", peak),
-             ratio("svds", peak)]]
+    return [
+        [size_name(size), k, ratio("gram", seconds), ratio("svds", seconds), ratio("gram", peak), ratio("svds", peak)]
+    ]
 
 
 def k_grid(args, svds_times) -> None:
@@ -460,10 +545,11 @@ def k_grid(args, svds_times) -> None:
     size = args.sizes[0]
     top = max(k for k in args.ks if k < min(size))
     grid = list(range(GRID_STEP, top + 1, GRID_STEP)) or [top]
-    job = {"tracks": size[0], "tags": size[1], "grid": grid, "seed": args.seed,
-           "tags_per_track": args.tags_per_track}
-    print(f"\n## k grid on {size_name(size)}: k = {grid[0]}, {grid[0] + GRID_STEP}, ..., {grid[-1]} "
-          f"({len(grid)} points)\n")
+    job = {"tracks": size[0], "tags": size[1], "grid": grid, "seed": args.seed, "tags_per_track": args.tags_per_track}
+    print(
+        f"\n## k grid on {size_name(size)}: k = {grid[0]}, {grid[0] + GRID_STEP}, ..., {grid[-1]} "
+        f"({len(grid)} points)\n"
+    )
     busy, own, started = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     result = in_child(grid_job, job, args.timeout)
     others = max((machine_cpu_seconds() - busy) - (own_cpu_seconds() - own), 0.0)
@@ -471,18 +557,44 @@ def k_grid(args, svds_times) -> None:
     if result is None:
         print(f"skipped: still running after the {args.timeout:.0f} s timeout")
         return
-    rows = [["gram", "timed", f"{result['one_fit']:.2f}", f"{result['separate']:.2f}",
-             f"{result['separate'] / result['one_fit']:.1f}x"]]
+    rows = [
+        [
+            "gram",
+            "timed",
+            f"{result['one_fit']:.2f}",
+            f"{result['separate']:.2f}",
+            f"{result['separate'] / result['one_fit']:.1f}x",
+        ]
+    ]
     svds = interpolated_total(svds_times.get(size, {}), grid)
     one_svds = svds_times.get(size, {}).get(grid[-1])
     if svds is not None and one_svds is not None:
-        rows.append(["svds", "estimated from the main table (interpolated in k)", f"{one_svds:.2f}", f"{svds:.2f}",
-                     f"{svds / one_svds:.1f}x"])
-    print(markdown_table(["solver", "separate fits", f"one fit at k={grid[-1]} + {len(grid)} truncates, s",
-                          f"{len(grid)} separate fits, s", "ratio separate / one"], rows))
-    print(f"\nlargest |component difference| between truncate(k) and a separate gram fit at k: "
-          f"{result['max_component_diff']:.1e} (after sign fixing; ties of near-equal singular values could "
-          f"rotate components, and would show here)")
+        rows.append(
+            [
+                "svds",
+                "estimated from the main table (interpolated in k)",
+                f"{one_svds:.2f}",
+                f"{svds:.2f}",
+                f"{svds / one_svds:.1f}x",
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "solver",
+                "separate fits",
+                f"one fit at k={grid[-1]} + {len(grid)} truncates, s",
+                f"{len(grid)} separate fits, s",
+                "ratio separate / one",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nlargest |component difference| between truncate(k) and a separate gram fit at k: "
+        f"{result['max_component_diff']:.1e} (after sign fixing; ties of near-equal singular values could "
+        f"rotate components, and would show here)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,13 +41,20 @@ VARIANTS = {
     "batch_hard+unnormalised": {"loss.mining": "batch_hard", "model.l2_normalize": False},
     "batch_hard+lr1e-4": {"loss.mining": "batch_hard", "training.learning_rate": 1e-4},
     "batch_hard+batch256": {"loss.mining": "batch_hard", "training.batch_size": 256},
-    "batch_hard+batch256+warmup5": {"loss.mining": "batch_hard", "training.batch_size": 256,
-                                    "training.warmup_epochs": 5},
+    "batch_hard+batch256+warmup5": {
+        "loss.mining": "batch_hard",
+        "training.batch_size": 256,
+        "training.warmup_epochs": 5,
+    },
 }
 TAG_FACETS = ("genre", "style", "mood", "theme")
 #: what every variant resets, so that the config's own remedy settings do not leak into the variants
-PLAIN = {"loss.soft_margin": False, "training.warmup_epochs": 0, "training.batch_composition": "random",
-         "model.l2_normalize": True}
+PLAIN = {
+    "loss.soft_margin": False,
+    "training.warmup_epochs": 0,
+    "training.batch_composition": "random",
+    "model.l2_normalize": True,
+}
 
 
 def run_variant(config, name: str, overrides: dict, runs: Path) -> Path:
@@ -60,8 +67,13 @@ def run_variant(config, name: str, overrides: dict, runs: Path) -> Path:
     folder = runs / name
     if not (folder / "metrics.json").is_file():
         started = time.perf_counter()
-        training.fit(cell, run_dir=folder, resume=(folder / "state.json").is_file(), verbose=0,
-                     say=lambda line: print(f"{name}: {line}", flush=True))
+        training.fit(
+            cell,
+            run_dir=folder,
+            resume=(folder / "state.json").is_file(),
+            verbose=0,
+            say=lambda line: print(f"{name}: {line}", flush=True),
+        )
         print(f"{name}: trained in {time.perf_counter() - started:.0f} s", flush=True)
         run_module.evaluate_run(folder, say=lambda line: None)
     return folder
@@ -83,36 +95,70 @@ def _pair(a: Path, b: Path, settings) -> dict:
 
 def table(folders: dict[str, Path], baseline: str, settings) -> str:
     """The Markdown tables of the variants in ``folders``."""
-    fig = lambda v, lo, hi, signed=False: (f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" if signed  # noqa: E731
-                                           else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
+
+    def fig(v, lo, hi, signed=False) -> str:
+        return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" if signed else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
     head = "| variant | spread first → last | hard first → last | active last | " + " | ".join(TAG_FACETS) + " |"
     lines = [head, "|---|---|---|---|" + "---|" * len(TAG_FACETS)]
-    diffs = ["| variant | " + " | ".join(f"{f}: − untrained" for f in TAG_FACETS) + " | " +
-             " | ".join(f"{f}: − {baseline}" for f in TAG_FACETS) + " |", "|---|" + "---|" * 2 * len(TAG_FACETS)]
+    diffs = [
+        "| variant | "
+        + " | ".join(f"{f}: − untrained" for f in TAG_FACETS)
+        + " | "
+        + " | ".join(f"{f}: − {baseline}" for f in TAG_FACETS)
+        + " |",
+        "|---|" + "---|" * 2 * len(TAG_FACETS),
+    ]
     for name, folder in folders.items():
         log, metrics = _log(folder), json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         first, last = log[0], log[-1]
-        hard = (f"{first['hard_triplets']:.2f} → {last['hard_triplets']:.2f}" if "hard_triplets" in first else "–")
-        spread = (f"{first['embedding_spread']:.4f} → {last['embedding_spread']:.4f} "
-                  f"({last['embedding_spread'] / first['embedding_spread']:.0%})")
-        cells = [fig(metrics["facets"][f]["precision"], metrics["facets"][f]["ci_low"], metrics["facets"][f]["ci_high"])
-                 for f in TAG_FACETS]
-        lines.append(f"| {name} ({len(log)} ep.) | {spread} | {hard} | {last['active_triplets']:.2f} | "
-                     + " | ".join(cells) + " |")
-        untrained = [fig(metrics["difference"][f]["difference"], metrics["difference"][f]["ci_low"],
-                         metrics["difference"][f]["ci_high"], True) for f in TAG_FACETS]
+        hard = f"{first['hard_triplets']:.2f} → {last['hard_triplets']:.2f}" if "hard_triplets" in first else "–"
+        spread = (
+            f"{first['embedding_spread']:.4f} → {last['embedding_spread']:.4f} "
+            f"({last['embedding_spread'] / first['embedding_spread']:.0%})"
+        )
+        cells = [
+            fig(metrics["facets"][f]["precision"], metrics["facets"][f]["ci_low"], metrics["facets"][f]["ci_high"])
+            for f in TAG_FACETS
+        ]
+        lines.append(
+            f"| {name} ({len(log)} ep.) | {spread} | {hard} | {last['active_triplets']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+        untrained = [
+            fig(
+                metrics["difference"][f]["difference"],
+                metrics["difference"][f]["ci_low"],
+                metrics["difference"][f]["ci_high"],
+                True,
+            )
+            for f in TAG_FACETS
+        ]
         if name != baseline and baseline in folders:
             versus = _pair(folder, folders[baseline], settings)
-            against = [fig(versus[f]["difference"], versus[f]["ci_low"], versus[f]["ci_high"], True) for f in TAG_FACETS]
+            against = [
+                fig(versus[f]["difference"], versus[f]["ci_low"], versus[f]["ci_high"], True) for f in TAG_FACETS
+            ]
         else:
             against = ["–"] * len(TAG_FACETS)
         diffs.append(f"| {name} | " + " | ".join(untrained + against) + " |")
     any_metrics = json.loads((next(iter(folders.values())) / "metrics.json").read_text(encoding="utf-8"))
-    untrained_row = "| untrained | – | – | – | " + " | ".join(
-        fig(any_metrics["untrained"][f]["precision"], any_metrics["untrained"][f]["ci_low"],
-            any_metrics["untrained"][f]["ci_high"]) for f in TAG_FACETS) + " |"
-    chance_row = "| chance | – | – | – | " + " | ".join(f"{any_metrics['facets'][f]['chance']:.3f}"
-                                                      for f in TAG_FACETS) + " |"
+    untrained_row = (
+        "| untrained | – | – | – | "
+        + " | ".join(
+            fig(
+                any_metrics["untrained"][f]["precision"],
+                any_metrics["untrained"][f]["ci_low"],
+                any_metrics["untrained"][f]["ci_high"],
+            )
+            for f in TAG_FACETS
+        )
+        + " |"
+    )
+    chance_row = (
+        "| chance | – | – | – | " + " | ".join(f"{any_metrics['facets'][f]['chance']:.3f}" for f in TAG_FACETS) + " |"
+    )
     return "\n".join(lines + [untrained_row, chance_row, ""] + diffs)
 
 

@@ -46,8 +46,9 @@ def _run(command: list[str], log: Path) -> tuple[float, float]:
     """
     started = time.perf_counter()
     with log.open("w") as out:
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        child = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        )
         _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status):
@@ -79,13 +80,20 @@ def train_and_evaluate(base: dict, work: Path, precision: str, seed: int) -> dic
         print(f"data {seconds:.0f} s, prepare {prepare:.0f} s", flush=True)
     fit_seconds, fit_peak = _run(cli + ["fit", "--config", str(path)], work / f"{name}.fit.log")
     eval_seconds, _ = _run(cli + ["evaluate", str(run)], work / f"{name}.evaluate.log")
-    timing = {"fit_seconds": fit_seconds, "fit_peak_mib": fit_peak, "evaluate_seconds": eval_seconds,
-              "epochs": len((run / "log.csv").read_text().splitlines()) - 1,
-              "compute": json.loads((run / "run.json").read_text())["compute"]}
+    timing = {
+        "fit_seconds": fit_seconds,
+        "fit_peak_mib": fit_peak,
+        "evaluate_seconds": eval_seconds,
+        "epochs": len((run / "log.csv").read_text().splitlines()) - 1,
+        "compute": json.loads((run / "run.json").read_text())["compute"],
+    }
     record.write_text(json.dumps(timing))
-    print(f"{name} ({timing['compute']['precision']}): fit {fit_seconds:.0f} s for {timing['epochs']} epochs "
-          f"({fit_seconds / timing['epochs']:.1f} s per epoch with validation), peak {fit_peak:,.0f} MiB, "
-          f"evaluate {eval_seconds:.0f} s", flush=True)
+    print(
+        f"{name} ({timing['compute']['precision']}): fit {fit_seconds:.0f} s for {timing['epochs']} epochs "
+        f"({fit_seconds / timing['epochs']:.1f} s per epoch with validation), peak {fit_peak:,.0f} MiB, "
+        f"evaluate {eval_seconds:.0f} s",
+        flush=True,
+    )
     return timing
 
 
@@ -126,48 +134,76 @@ def main(argv: list[str] | None = None) -> None:
 
     for seed in seeds:
         a, b = metrics[reference, seed], metrics[other, seed]
-        diff = paired_differences(queries[other, seed].models["trained"], queries[reference, seed].models["trained"],
-                                  settings, clusters)
+        diff = paired_differences(
+            queries[other, seed].models["trained"], queries[reference, seed].models["trained"], settings, clusters
+        )
         print(f"\nseed {seed}:\n")
-        print(f"| facet | {reference} P@{k} | {other} P@{k} | {other} − {reference} (paired) "
-              f"| inside {reference}'s interval | untrained | chance |")
+        print(
+            f"| facet | {reference} P@{k} | {other} P@{k} | {other} − {reference} (paired) "
+            f"| inside {reference}'s interval | untrained | chance |"
+        )
         print("|---|---|---|---|---|---|---|")
         for facet, m in a["facets"].items():
             o = b["facets"][facet]
-            print(f"| {facet} | {format_figure(m['precision'], m['ci_low'], m['ci_high'])} "
-                  f"| {format_figure(o['precision'], o['ci_low'], o['ci_high'])} | {fig(diff[facet])} "
-                  f"| {'yes' if m['ci_low'] <= o['precision'] <= m['ci_high'] else 'no'} "
-                  f"| {a['untrained'][facet]['precision']:.3f} | {m['chance']:.3f} |")
+            print(
+                f"| {facet} | {format_figure(m['precision'], m['ci_low'], m['ci_high'])} "
+                f"| {format_figure(o['precision'], o['ci_low'], o['ci_high'])} | {fig(diff[facet])} "
+                f"| {'yes' if m['ci_low'] <= o['precision'] <= m['ci_high'] else 'no'} "
+                f"| {a['untrained'][facet]['precision']:.3f} | {m['chance']:.3f} |"
+            )
     if len(seeds) > 1:
         # how far another trajectory moves P@k without any change of precision: another seed, same precision
         print(f"\nthe same precision, another seed (paired over queries): {reference} seed s − seed {seeds[0]}")
         for seed in seeds[1:]:
-            diff = paired_differences(queries[reference, seed].models["trained"], queries[first].models["trained"],
-                                      settings, clusters)
+            diff = paired_differences(
+                queries[reference, seed].models["trained"], queries[first].models["trained"], settings, clusters
+            )
             print(f"  seed {seed}: " + ", ".join(f"{facet} {fig(d)}" for facet, d in diff.items()))
         means = {p: _seed_mean([queries[p, s].models["trained"] for s in seeds]) for p in (reference, other)}
         diff = paired_differences(means[other], means[reference], settings, clusters)
-        print(f"\n{other} − {reference}, per-query precision averaged over seeds {seeds} (paired over queries; "
-              "the interval holds the queries' variation, not the seeds'): "
-              + ", ".join(f"{facet} {fig(d)}" for facet, d in diff.items()))
+        print(
+            f"\n{other} − {reference}, per-query precision averaged over seeds {seeds} (paired over queries; "
+            "the interval holds the queries' variation, not the seeds'): "
+            + ", ".join(f"{facet} {fig(d)}" for facet, d in diff.items())
+        )
         # the seeds as the unit: each seed's difference of P@k, a t interval over seeds
         from scipy import stats
 
-        per_seed = {facet: np.array([metrics[other, s]["facets"][facet]["precision"]
-                                     - metrics[reference, s]["facets"][facet]["precision"] for s in seeds])
-                    for facet in metrics[first]["facets"]}
-        half = {f: stats.t.ppf(0.975, len(seeds) - 1) * d.std(ddof=1) / np.sqrt(len(seeds)) for f, d in per_seed.items()}
-        print(f"{other} − {reference} over seeds (mean, sd, 95 % t interval over {len(seeds)} seeds): "
-              + ", ".join(f"{f} {d.mean():+.4f} sd {d.std(ddof=1):.4f} [{d.mean() - half[f]:+.4f}, "
-                          f"{d.mean() + half[f]:+.4f}]" for f, d in per_seed.items()))
+        per_seed = {
+            facet: np.array(
+                [
+                    metrics[other, s]["facets"][facet]["precision"]
+                    - metrics[reference, s]["facets"][facet]["precision"]
+                    for s in seeds
+                ]
+            )
+            for facet in metrics[first]["facets"]
+        }
+        half = {
+            f: stats.t.ppf(0.975, len(seeds) - 1) * d.std(ddof=1) / np.sqrt(len(seeds)) for f, d in per_seed.items()
+        }
+        print(
+            f"{other} − {reference} over seeds (mean, sd, 95 % t interval over {len(seeds)} seeds): "
+            + ", ".join(
+                f"{f} {d.mean():+.4f} sd {d.std(ddof=1):.4f} [{d.mean() - half[f]:+.4f}, {d.mean() + half[f]:+.4f}]"
+                for f, d in per_seed.items()
+            )
+        )
     print()
     for p in (reference, other):
         per_epoch = [timing[p, s]["fit_seconds"] / timing[p, s]["epochs"] for s in seeds]
         t = timing[p, seeds[0]]
-        print(f"{p} ({t['compute']['precision']}): seconds per epoch (training and validation) "
-              + ", ".join(f"{x:.1f}" for x in per_epoch) + f"; peak {max(timing[p, s]['fit_peak_mib'] for s in seeds):,.0f} MiB")
-    ratio = [timing[other, s]["fit_seconds"] / timing[other, s]["epochs"]
-             / (timing[reference, s]["fit_seconds"] / timing[reference, s]["epochs"]) for s in seeds]
+        print(
+            f"{p} ({t['compute']['precision']}): seconds per epoch (training and validation) "
+            + ", ".join(f"{x:.1f}" for x in per_epoch)
+            + f"; peak {max(timing[p, s]['fit_peak_mib'] for s in seeds):,.0f} MiB"
+        )
+    ratio = [
+        timing[other, s]["fit_seconds"]
+        / timing[other, s]["epochs"]
+        / (timing[reference, s]["fit_seconds"] / timing[reference, s]["epochs"])
+        for s in seeds
+    ]
     print(f"seconds per epoch, {other} / {reference}: " + ", ".join(f"{r:.2f}" for r in ratio))
 
 

@@ -115,13 +115,17 @@ def main() -> None:
         similar(track, browser.run, n=10, split="test")
         reference.append(time.perf_counter() - t0)
     ref = statistics.median(reference)
-    print(f"\n{args.run}: {len(browser.track_ids)} test tracks, {args.repeats} repeats; "
-          f"reference: embed.similar() median {ref * 1000:.0f} ms")
+    print(
+        f"\n{args.run}: {len(browser.track_ids)} test tracks, {args.repeats} repeats; "
+        f"reference: embed.similar() median {ref * 1000:.0f} ms"
+    )
     print("| step | median | slowest | bound | median / similar() |")
     print("|---|---|---|---|---|")
     for step, values in times.items():
-        print(f"| {step} | {statistics.median(values) * 1000:.0f} ms | {max(values) * 1000:.0f} ms | "
-              f"{BOUND_SECONDS * 1000:.0f} ms | {statistics.median(values) / ref:.2f}× |")
+        print(
+            f"| {step} | {statistics.median(values) * 1000:.0f} ms | {max(values) * 1000:.0f} ms | "
+            f"{BOUND_SECONDS * 1000:.0f} ms | {statistics.median(values) / ref:.2f}× |"
+        )
 
 
 if __name__ == "__main__":

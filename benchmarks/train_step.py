@@ -111,8 +111,9 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: int = 0,
-            precision: str = "float32") -> dict:
+def measure(
+    model_name: str, batch: int, xla: bool, steps: int, k: int, seed: int = 0, precision: str = "float32"
+) -> dict:
     """One cell, in this process: times in seconds, memory in MiB."""
     import keras
     import numpy as np
@@ -123,8 +124,8 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
 
     config = load_config(CONFIGS[model_name])
     config = dataclasses.replace(
-        config, training=dataclasses.replace(config.training, batch_size=batch, jit_compile=xla,
-                                             precision=precision))
+        config, training=dataclasses.replace(config.training, batch_size=batch, jit_compile=xla, precision=precision)
+    )
     keras.utils.set_random_seed(seed)
     x, y = training.random_batch(config, k=k, seed=seed)
     baseline = _vm_hwm_mib()
@@ -136,14 +137,19 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
     machine, own, wall = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     step = _median_seconds(lambda: model.train_on_batch(x, y), steps)
     others = (machine_cpu_seconds() - machine - (own_cpu_seconds() - own)) / (
-        (time.perf_counter() - wall) * (os.cpu_count() or 1))
+        (time.perf_counter() - wall) * (os.cpu_count() or 1)
+    )
     first_loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
 
     embeddings = tf.constant(model.predict_on_batch(x))
     lsi, albums = (tf.constant(t) for t in losses.unpack_targets(y))
-    settings = dict(positive_threshold=config.loss.positive_threshold,
-                    negative_threshold=config.loss.negative_threshold, margin=config.loss.margin,
-                    mining=config.loss.mining, album_filter=config.loss.album_filter)
+    settings = dict(
+        positive_threshold=config.loss.positive_threshold,
+        negative_threshold=config.loss.negative_threshold,
+        margin=config.loss.margin,
+        mining=config.loss.mining,
+        album_filter=config.loss.album_filter,
+    )
 
     @tf.function(jit_compile=xla)
     def loss_and_gradient(e):
@@ -164,13 +170,26 @@ def measure(model_name: str, batch: int, xla: bool, steps: int, k: int, seed: in
     repeats = max(steps, 20)
     loss_seconds = _median_seconds(run(loss_and_gradient), repeats)
     stats_seconds = _median_seconds(run(statistics_only), repeats)
-    positive, _ = losses.pair_masks(lsi, albums, **{k_: settings[k_] for k_ in
-                                                    ("positive_threshold", "negative_threshold", "album_filter")})
-    return dict(model=model_name, parameters=int(model.count_params()), batch=batch, xla=xla,
-                precision=training.model_compute(model)["precision"], others_cpu=min(max(others, 0.0), 1.0),
-                train_loss=first_loss, gpus=len(tf.config.list_physical_devices("GPU")),
-                first_step=first, step=step, loss=loss_seconds, statistics=stats_seconds,
-                positive_share=float(np.mean(positive.numpy())), baseline_mib=baseline, peak_mib=_vm_hwm_mib())
+    positive, _ = losses.pair_masks(
+        lsi, albums, **{k_: settings[k_] for k_ in ("positive_threshold", "negative_threshold", "album_filter")}
+    )
+    return dict(
+        model=model_name,
+        parameters=int(model.count_params()),
+        batch=batch,
+        xla=xla,
+        precision=training.model_compute(model)["precision"],
+        others_cpu=min(max(others, 0.0), 1.0),
+        train_loss=first_loss,
+        gpus=len(tf.config.list_physical_devices("GPU")),
+        first_step=first,
+        step=step,
+        loss=loss_seconds,
+        statistics=stats_seconds,
+        positive_share=float(np.mean(positive.numpy())),
+        baseline_mib=baseline,
+        peak_mib=_vm_hwm_mib(),
+    )
 
 
 # --------------------------------------------------------------------------- the loss alone (--mining-loss)
@@ -216,8 +235,18 @@ def dense_triplet_terms(distances, positive, negative, margin: float = 0.2, mini
     return safe_mean(hinge, pos_pairs), valid_share, safe_mean(tf.cast(hinge > 0, tf.float32), pos_pairs)
 
 
-def measure_mining(mode: str, soft_margin: bool, dense: bool, batch: int, xla: bool, repeats: int, dim: int,
-                   k: int, gradient_path: str | None = None, seed: int = 0) -> dict:
+def measure_mining(
+    mode: str,
+    soft_margin: bool,
+    dense: bool,
+    batch: int,
+    xla: bool,
+    repeats: int,
+    dim: int,
+    k: int,
+    gradient_path: str | None = None,
+    seed: int = 0,
+) -> dict:
     """One loss cell, in this process: times in seconds, memory in MiB; saves the gradient if asked."""
     import numpy as np
     import tensorflow as tf
@@ -257,14 +286,29 @@ def measure_mining(mode: str, soft_margin: bool, dense: bool, batch: int, xla: b
         values, grad = run()
         times.append(time.perf_counter() - started)
     others = (machine_cpu_seconds() - machine - (own_cpu_seconds() - own)) / (
-        (time.perf_counter() - wall) * (os.cpu_count() or 1))
+        (time.perf_counter() - wall) * (os.cpu_count() or 1)
+    )
     if gradient_path:
         np.save(gradient_path, grad)
-    return dict(mode=mode, soft_margin=soft_margin, dense=dense, batch=batch, dim=dim, xla=xla, first=first,
-                seconds=statistics.median(times), calls=len(times), others_cpu=min(max(others, 0.0), 1.0),
-                baseline_mib=baseline, peak_mib=_vm_hwm_mib(),
-                loss=values[0], valid=values[1], active=values[2],
-                positive_share=float(np.mean(positive.numpy())), tensorflow=tf.__version__)
+    return dict(
+        mode=mode,
+        soft_margin=soft_margin,
+        dense=dense,
+        batch=batch,
+        dim=dim,
+        xla=xla,
+        first=first,
+        seconds=statistics.median(times),
+        calls=len(times),
+        others_cpu=min(max(others, 0.0), 1.0),
+        baseline_mib=baseline,
+        peak_mib=_vm_hwm_mib(),
+        loss=values[0],
+        valid=values[1],
+        active=values[2],
+        positive_share=float(np.mean(positive.numpy())),
+        tensorflow=tf.__version__,
+    )
 
 
 def _mining_cells() -> list[tuple[str, bool, bool]]:
@@ -277,15 +321,18 @@ def _mining_cells() -> list[tuple[str, bool, bool]]:
 
 
 def _mining_table(rows: list[dict]) -> str:
-    lines = ["| mining | margin | implementation | XLA | first call s | loss+grad ms | peak MiB | baseline MiB "
-             "| others' CPU | loss | valid | active |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mining | margin | implementation | XLA | first call s | loss+grad ms | peak MiB | baseline MiB "
+        "| others' CPU | loss | valid | active |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {'soft' if r['soft_margin'] else 'hard'} | {'dense [B,B,B]' if r['dense'] else 'mining'} "
             f"| {'on' if r['xla'] else 'off'} | {r['first']:.2f} | {1e3 * r['seconds']:,.1f} | {r['peak_mib']:,.0f} "
             f"| {r['baseline_mib']:,.0f} | {100 * r['others_cpu']:.0f} % | {r['loss']:.7f} | {r['valid']:.4f} "
-            f"| {r['active']:.7f} |")
+            f"| {r['active']:.7f} |"
+        )
     return "\n".join(lines)
 
 
@@ -301,52 +348,96 @@ def mining_loss(batches: list[int], jit: list[bool], repeats: int, dim: int, k: 
             for xla in jit:
                 for mode, soft, dense in _mining_cells():
                     path = os.path.join(folder, f"{mode}-{soft}-{dense}-{batch}-{xla}.npy")
-                    command = [sys.executable, __file__, "--mining-child", mode, str(int(soft)), str(int(dense)),
-                               str(batch), str(int(xla)), "--repeats", str(repeats), "--dim", str(dim),
-                               "--k", str(k), "--gradient", path]
-                    row = run_json(command, f"loss child {mode} soft {soft} dense {dense} batch {batch} xla {xla}",
-                                   cwd=REPO)
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--mining-child",
+                        mode,
+                        str(int(soft)),
+                        str(int(dense)),
+                        str(batch),
+                        str(int(xla)),
+                        "--repeats",
+                        str(repeats),
+                        "--dim",
+                        str(dim),
+                        "--k",
+                        str(k),
+                        "--gradient",
+                        path,
+                    ]
+                    row = run_json(
+                        command, f"loss child {mode} soft {soft} dense {dense} batch {batch} xla {xla}", cwd=REPO
+                    )
                     gradients[mode, soft, dense, batch, xla] = np.load(path)
                     rows.append(row)
-                    print(f"{mode} {'soft' if soft else 'hard'} {'dense' if dense else 'mining'} batch {batch} "
-                          f"XLA {'on' if xla else 'off'}: {1e3 * row['seconds']:,.1f} ms, "
-                          f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}), "
-                          f"loss {row['loss']:.7f}", flush=True)
+                    print(
+                        f"{mode} {'soft' if soft else 'hard'} {'dense' if dense else 'mining'} batch {batch} "
+                        f"XLA {'on' if xla else 'off'}: {1e3 * row['seconds']:,.1f} ms, "
+                        f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}), "
+                        f"loss {row['loss']:.7f}",
+                        flush=True,
+                    )
     print()
-    print(f"{os.cpu_count()} CPUs ({cpu_model()}), TensorFlow {rows[0]['tensorflow']}; d = {dim}; "
-          f"positive pairs {100 * rows[0]['positive_share']:.1f} %; median of >= {repeats} calls after the first "
-          "(as many as fill 1 s, at most 200)")
+    print(
+        f"{os.cpu_count()} CPUs ({cpu_model()}), TensorFlow {rows[0]['tensorflow']}; d = {dim}; "
+        f"positive pairs {100 * rows[0]['positive_share']:.1f} %; median of >= {repeats} calls after the first "
+        "(as many as fill 1 s, at most 200)"
+    )
     print(_mining_table(rows))
     print()
     for batch in batches:
         for xla in jit:
             for mode in DENSE_MODES:
-                new, old = ({r["dense"]: r for r in rows if r["mode"] == mode and not r["soft_margin"]
-                             and r["batch"] == batch and r["xla"] == xla}[key] for key in (False, True))
+                new, old = (
+                    {
+                        r["dense"]: r
+                        for r in rows
+                        if r["mode"] == mode and not r["soft_margin"] and r["batch"] == batch and r["xla"] == xla
+                    }[key]
+                    for key in (False, True)
+                )
                 a, b = gradients[mode, False, False, batch, xla], gradients[mode, False, True, batch, xla]
-                print(f"{mode} batch {batch} XLA {'on' if xla else 'off'}: dense/new time "
-                      f"{old['seconds'] / new['seconds']:,.0f}x, peak {old['peak_mib']:,.0f} / {new['peak_mib']:,.0f}"
-                      f" MiB; |loss difference| {abs(old['loss'] - new['loss']):.1e}, active "
-                      f"{abs(old['active'] - new['active']):.1e}, gradient {np.abs(a - b).max() / np.abs(b).max():.1e}"
-                      " of its largest entry")
+                print(
+                    f"{mode} batch {batch} XLA {'on' if xla else 'off'}: dense/new time "
+                    f"{old['seconds'] / new['seconds']:,.0f}x, peak {old['peak_mib']:,.0f} / {new['peak_mib']:,.0f}"
+                    f" MiB; |loss difference| {abs(old['loss'] - new['loss']):.1e}, active "
+                    f"{abs(old['active'] - new['active']):.1e}, gradient {np.abs(a - b).max() / np.abs(b).max():.1e}"
+                    " of its largest entry"
+                )
 
 
 def _child(model_name: str, batch: int, xla: bool, steps: int, k: int, precision: str) -> dict:
-    command = [sys.executable, __file__, "--child", model_name, str(batch), str(int(xla)),
-               "--steps", str(steps), "--k", str(k), "--child-precision", precision]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        model_name,
+        str(batch),
+        str(int(xla)),
+        "--steps",
+        str(steps),
+        "--k",
+        str(k),
+        "--child-precision",
+        precision,
+    ]
     return run_json(command, f"child {model_name} batch {batch} xla {xla} {precision}", cwd=REPO)
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| model | params | batch | precision | XLA | first step s | step s | samples/s | loss+grad ms "
-             "| loss share | statistics ms | peak MiB | others' CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | params | batch | precision | XLA | first step s | step s | samples/s | loss+grad ms "
+        "| loss share | statistics ms | peak MiB | others' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['parameters'] / 1e6:.2f} M | {r['batch']} | {r['precision']} "
             f"| {'on' if r['xla'] else 'off'} | {r['first_step']:.1f} | {r['step']:.2f} | {r['batch'] / r['step']:.0f} "
             f"| {1e3 * r['loss']:.1f} | {100 * r['loss'] / r['step']:.2f} % | {1e3 * r['statistics']:.1f} "
-            f"| {r['peak_mib']:,.0f} | {100 * r['others_cpu']:.0f} % |")
+            f"| {r['peak_mib']:,.0f} | {100 * r['others_cpu']:.0f} % |"
+        )
     return "\n".join(lines)
 
 
@@ -368,10 +459,12 @@ def _ratios(rows: list[dict]) -> list[str]:
                 continue
             for (precision, xla), r in cells.items():
                 if (precision, xla) != ("float32", False):
-                    lines.append(f"{model_name} batch {batch}: {precision}{' + XLA' if xla else ''} "
-                                 f"{base['step'] / r['step']:.2f}x the samples/s of float32 "
-                                 f"(peak {r['peak_mib']:,.0f} vs {base['peak_mib']:,.0f} MiB; first-step loss "
-                                 f"{r['train_loss']:.5f} vs {base['train_loss']:.5f})")
+                    lines.append(
+                        f"{model_name} batch {batch}: {precision}{' + XLA' if xla else ''} "
+                        f"{base['step'] / r['step']:.2f}x the samples/s of float32 "
+                        f"(peak {r['peak_mib']:,.0f} vs {base['peak_mib']:,.0f} MiB; first-step loss "
+                        f"{r['train_loss']:.5f} vs {base['train_loss']:.5f})"
+                    )
     return lines
 
 
@@ -379,29 +472,55 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "BATCH", "XLA"), help=argparse.SUPPRESS)
     parser.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=["paper", "demo"])
-    parser.add_argument("--batches", nargs="+", type=int, default=None,
-                        help="batch sizes (default: 64 and 600 for paper, the config's 128 for demo)")
+    parser.add_argument(
+        "--batches",
+        nargs="+",
+        type=int,
+        default=None,
+        help="batch sizes (default: 64 and 600 for paper, the config's 128 for demo)",
+    )
     parser.add_argument("--xla", choices=["off", "on", "both"], default="both")
-    parser.add_argument("--precisions", nargs="+", default=None,
-                        choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                        help="default: float32 and what training.precision: auto picks here")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=None,
+        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        help="default: float32 and what training.precision: auto picks here",
+    )
     parser.add_argument("--child-precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell after the first (median)")
     parser.add_argument("--k", type=int, default=16, help="LSI size of the random targets")
     parser.add_argument("--quick", action="store_true", help="demo model, batch 32, XLA off: a smoke run")
-    parser.add_argument("--mining-loss", action="store_true",
-                        help="time the loss + gradient of every mining mode against the dense one (batch 600)")
+    parser.add_argument(
+        "--mining-loss",
+        action="store_true",
+        help="time the loss + gradient of every mining mode against the dense one (batch 600)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="--mining-loss: timed calls after the first (median)")
     parser.add_argument("--dim", type=int, default=256, help="--mining-loss: embedding size")
-    parser.add_argument("--mining-child", nargs=5, metavar=("MODE", "SOFT", "DENSE", "BATCH", "XLA"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mining-child", nargs=5, metavar=("MODE", "SOFT", "DENSE", "BATCH", "XLA"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--gradient", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.mining_child:
         mode, soft, dense, batch, xla = args.mining_child
-        print(json.dumps(measure_mining(mode, bool(int(soft)), bool(int(dense)), int(batch), bool(int(xla)),
-                                        args.repeats, args.dim, args.k, args.gradient)))
+        print(
+            json.dumps(
+                measure_mining(
+                    mode,
+                    bool(int(soft)),
+                    bool(int(dense)),
+                    int(batch),
+                    bool(int(xla)),
+                    args.repeats,
+                    args.dim,
+                    args.k,
+                    args.gradient,
+                )
+            )
+        )
         return
     if args.mining_loss:
         jit = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
@@ -409,8 +528,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.child:
         model_name, batch, xla = args.child
-        print(json.dumps(measure(model_name, int(batch), bool(int(xla)), args.steps, args.k,
-                                 precision=args.child_precision)))
+        print(
+            json.dumps(
+                measure(model_name, int(batch), bool(int(xla)), args.steps, args.k, precision=args.child_precision)
+            )
+        )
         return
     if args.quick:
         args.models, args.batches, args.xla, args.steps = ["demo"], [32], "off", 2
@@ -424,15 +546,21 @@ def main(argv: list[str] | None = None) -> None:
                 for xla in jit:
                     row = _child(model_name, batch, xla, args.steps, args.k, precision)
                     rows.append(row)
-                    print(f"{model_name} batch {batch} {precision} XLA {'on' if xla else 'off'}: step {row['step']:.2f} s "
-                          f"({batch / row['step']:.0f} samples/s), "
-                          f"loss {1e3 * row['loss']:.1f} ms ({100 * row['loss'] / row['step']:.2f} %), "
-                          f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}); "
-                          f"others' CPU {100 * row['others_cpu']:.0f} %", flush=True)
+                    print(
+                        f"{model_name} batch {batch} {precision} XLA {'on' if xla else 'off'}: "
+                        f"step {row['step']:.2f} s "
+                        f"({batch / row['step']:.0f} samples/s), "
+                        f"loss {1e3 * row['loss']:.1f} ms ({100 * row['loss'] / row['step']:.2f} %), "
+                        f"peak {row['peak_mib']:,.0f} MiB (baseline {row['baseline_mib']:,.0f}); "
+                        f"others' CPU {100 * row['others_cpu']:.0f} %",
+                        flush=True,
+                    )
     print()
     gpus = rows[0]["gpus"] if rows else 0
-    print(f"{os.cpu_count()} CPUs ({cpu_model()}), {gpus} GPU(s); median of {args.steps} steps after the first; "
-          "loss timed as loss + gradient w.r.t. the embeddings on the same batch")
+    print(
+        f"{os.cpu_count()} CPUs ({cpu_model()}), {gpus} GPU(s); median of {args.steps} steps after the first; "
+        "loss timed as loss + gradient w.r.t. the embeddings on the same batch"
+    )
     print(_table(rows))
     print()
     print("\n".join(_ratios(rows)))

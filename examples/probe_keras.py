@@ -17,9 +17,9 @@ import numpy as np
 
 import msd_triplet  # noqa: F401 - registers the package's custom Keras objects for loading
 from msd_triplet.featurecache import FeatureCache, cache_dir
+from msd_triplet.prepare import load_prepared
 from msd_triplet.probe import facet_labels
 from msd_triplet.runs import run_config
-from msd_triplet.prepare import load_prepared
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a run folder of `msd-triplet fit`")
@@ -55,8 +55,9 @@ e_train = base.predict(x_train, batch_size=128, verbose=0)
 #    little in absolute terms; without this the Dense layer hardly learns), then softmax.
 standardise = keras.layers.Normalization()
 standardise.adapt(e_train)
-head = keras.Sequential([keras.Input(e_train.shape[1:]), standardise,
-                         keras.layers.Dense(len(genres), activation="softmax")])
+head = keras.Sequential(
+    [keras.Input(e_train.shape[1:]), standardise, keras.layers.Dense(len(genres), activation="softmax")]
+)
 head.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 head.fit(e_train, y_train, batch_size=64, epochs=args.epochs, verbose=0)
 
@@ -65,5 +66,7 @@ classifier = keras.Sequential([base, head])
 classifier.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 loss, accuracy = classifier.evaluate(x_test, y_test, batch_size=128, verbose=0)
 majority = np.mean(y_test == np.bincount(y_train).argmax())
-print(f"test accuracy {accuracy:.3f} on {len(y_test)} tracks, {len(genres)} genres "
-      f"(always the most common genre: {majority:.3f})")
+print(
+    f"test accuracy {accuracy:.3f} on {len(y_test)} tracks, {len(genres)} genres "
+    f"(always the most common genre: {majority:.3f})"
+)

@@ -1,4 +1,4 @@
-"""The triplet-selection ablation: relatedness source × mining × training seed on identical data (``msd-triplet ablate``).
+"""The triplet-selection ablation (``msd-triplet ablate``): relatedness source × mining × seed on identical data.
 
 The paper's claim is that the LSI relatedness of expert tags selects better
 triplets than simpler rules. :func:`run_ablation` trains one run per
@@ -48,8 +48,19 @@ from msd_triplet.splits import split_positions
 from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, paired_differences
 
 SIGNALS = ("spread_first", "spread_last", "spread_ratio", "active_last", "valid_last", "loss_last")
-CELL_COLUMNS = ("source", "mining", "seed", "eval_k", "epochs", "best_epoch", "seconds", "positive_threshold",
-                "negative_threshold", "positive_share", "negative_share") + SIGNALS
+CELL_COLUMNS = (
+    "source",
+    "mining",
+    "seed",
+    "eval_k",
+    "epochs",
+    "best_epoch",
+    "seconds",
+    "positive_threshold",
+    "negative_threshold",
+    "positive_share",
+    "negative_share",
+) + SIGNALS
 FACET_COLUMNS = ("p", "ci_low", "ci_high", "chance", "untrained_p", "diff_ci_low", "diff_ci_high")
 RESULT_COLUMNS = CELL_COLUMNS + tuple(f"{prefix}_{f}" for f in FACETS for prefix in FACET_COLUMNS)
 
@@ -66,8 +77,10 @@ def parse_only(text: str, config: Config) -> tuple[str, str]:
     """``"jaccard:batch_all"`` → ("jaccard", "batch_all"), which must be a cell of ``config``."""
     source, _, mining = text.partition(":")
     if (source, mining) not in ablation_cells(config):
-        raise ConfigError(f"--only {text!r}: expected SOURCE:MINING with a source of {list(config.ablation.sources)} "
-                          f"and a mining of {list(config.ablation.minings)}")
+        raise ConfigError(
+            f"--only {text!r}: expected SOURCE:MINING with a source of {list(config.ablation.sources)} "
+            f"and a mining of {list(config.ablation.minings)}"
+        )
     return source, mining
 
 
@@ -104,8 +117,12 @@ def calibrate(config: Config, prepared, lsi_model, seed: int) -> dict[str, dict]
     for source in config.ablation.sources:
         kind = relatedness.SOURCE_KIND[source]
         if source == "lsi":
-            out[source] = {"positive_threshold": pos_th, "negative_threshold": neg_th,
-                           "positive_share": pos_share, "negative_share": neg_share}
+            out[source] = {
+                "positive_threshold": pos_th,
+                "negative_threshold": neg_th,
+                "positive_share": pos_share,
+                "negative_share": neg_share,
+            }
             continue
         vectors = relatedness.source_vectors(source, prepared, train, lsi_vectors, config.lsi.tag_sets)
         if kind == "jaccard":
@@ -114,8 +131,12 @@ def calibrate(config: Config, prepared, lsi_model, seed: int) -> dict[str, dict]
         else:
             thresholds = pos_th, neg_th  # labels relate 1 or 0: any thresholds in (0, 1] split them the same
         shares = relatedness.pair_shares(vectors, kind, albums, *thresholds, seed=seed)
-        out[source] = {"positive_threshold": float(thresholds[0]), "negative_threshold": float(thresholds[1]),
-                       "positive_share": float(shares[0]), "negative_share": float(shares[1])}
+        out[source] = {
+            "positive_threshold": float(thresholds[0]),
+            "negative_threshold": float(thresholds[1]),
+            "positive_share": float(shares[0]),
+            "negative_share": float(shares[1]),
+        }
     return out
 
 
@@ -123,12 +144,19 @@ def cell_config(config: Config, source: str, mining: str, seed: int, thresholds:
     """One cell: the ablation's config with its source, mining (and warm-up), seed and the source's thresholds."""
     several = len(sweep_seeds(config.ablation, config)) > 1
     mode, warmup = mining_variant(mining)
-    return with_overrides(config, {
-        "loss.relatedness": source, "loss.mining": mode, "training.warmup_epochs": warmup, "seed": seed,
-        "ablation.seeds": [],
-        "loss.positive_threshold": thresholds["positive_threshold"],
-        "loss.negative_threshold": thresholds["negative_threshold"],
-        "name": f"{config.name}-{cell_name(source, mining, seed if several else None)}"})
+    return with_overrides(
+        config,
+        {
+            "loss.relatedness": source,
+            "loss.mining": mode,
+            "training.warmup_epochs": warmup,
+            "seed": seed,
+            "ablation.seeds": [],
+            "loss.positive_threshold": thresholds["positive_threshold"],
+            "loss.negative_threshold": thresholds["negative_threshold"],
+            "name": f"{config.name}-{cell_name(source, mining, seed if several else None)}",
+        },
+    )
 
 
 def _collect(folder: Path) -> tuple[pd.DataFrame, dict[tuple[str, str, int], Path]]:
@@ -146,24 +174,39 @@ def _signals(history: list[dict]) -> dict:
     nan = float("nan")
     first, last = (history[0], history[-1]) if history else ({}, {})
     spread_first, spread_last = first.get("embedding_spread", nan), last.get("embedding_spread", nan)
-    return {"spread_first": spread_first, "spread_last": spread_last,
-            "spread_ratio": spread_last / spread_first if spread_first else nan,
-            "active_last": last.get("active_triplets", nan), "valid_last": last.get("valid_anchors", nan),
-            "loss_last": last.get("loss", nan)}
+    return {
+        "spread_first": spread_first,
+        "spread_last": spread_last,
+        "spread_ratio": spread_last / spread_first if spread_first else nan,
+        "active_last": last.get("active_triplets", nan),
+        "valid_last": last.get("valid_anchors", nan),
+        "loss_last": last.get("loss", nan),
+    }
 
 
-def _cell_row(cell: Config, source: str, mining: str, evaluation, result, seconds: float, untrained,
-              calibration: dict) -> dict:
+def _cell_row(
+    cell: Config, source: str, mining: str, evaluation, result, seconds: float, untrained, calibration: dict
+) -> dict:
     """The results.csv row of a finished cell: thresholds, collapse signals, figures against the untrained model."""
     from msd_triplet.grid import facet_columns
 
-    return {"source": source, "mining": mining, "seed": cell.seed, "eval_k": evaluation.k, "epochs": result.epochs,
-            "best_epoch": result.best_epoch, "seconds": round(seconds, 1), **calibration, **_signals(result.history),
-            **facet_columns(cell, evaluation, untrained)}
+    return {
+        "source": source,
+        "mining": mining,
+        "seed": cell.seed,
+        "eval_k": evaluation.k,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "seconds": round(seconds, 1),
+        **calibration,
+        **_signals(result.history),
+        **facet_columns(cell, evaluation, untrained),
+    }
 
 
-def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say: Callable[[str], None] = print,
-                 verbose: int = 0) -> AblationReport:
+def run_ablation(
+    config: Config, *, only: Optional[tuple[str, str]] = None, say: Callable[[str], None] = print, verbose: int = 0
+) -> AblationReport:
     """Train and evaluate every cell and seed not done yet; rewrite results.csv, ablation.md and the plot."""
     from msd_triplet import lsi, runs, training
     from msd_triplet.featurecache import FeatureCache, cache_dir
@@ -180,8 +223,10 @@ def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say:
     _, done = _collect(folder)
     todo = [(s, m, seed) for seed in seeds for s, m in cells if (s, m, seed) not in done]
     total = len(cells) * len(seeds)
-    say(f"ablation {folder}: {len(config.ablation.sources)} sources × {len(config.ablation.minings)} minings × "
-        f"{len(seeds)} seed{'s' * (len(seeds) > 1)}, {total - len(todo)} done, {len(todo)} to train")
+    say(
+        f"ablation {folder}: {len(config.ablation.sources)} sources × {len(config.ablation.minings)} minings × "
+        f"{len(seeds)} seed{'s' * (len(seeds) > 1)}, {total - len(todo)} done, {len(todo)} to train"
+    )
     untrained = {s: untrained_baseline(config, folder, s, say) for s in seeds}
     calibration_path = folder / "calibration.json"
     calibration = json.loads(calibration_path.read_text(encoding="utf-8")) if calibration_path.is_file() else {}
@@ -192,25 +237,36 @@ def run_ablation(config: Config, *, only: Optional[tuple[str, str]] = None, say:
         if str(seed) not in calibration:
             calibration[str(seed)] = calibrate(config, prepared, fitted[seed], seed)
             atomic_write_json(calibration_path, calibration)
-            say(f"seed {seed}: shares of positive / negative training pairs: " + "; ".join(
-                f"{s} {c['positive_share']:.4f} / {c['negative_share']:.3f} (thresholds {c['positive_threshold']:.3g}"
-                f" / {c['negative_threshold']:.3g})" for s, c in calibration[str(seed)].items()))
+            say(
+                f"seed {seed}: shares of positive / negative training pairs: "
+                + "; ".join(
+                    f"{s} {c['positive_share']:.4f} / {c['negative_share']:.3f} "
+                    f"(thresholds {c['positive_threshold']:.3g} / {c['negative_threshold']:.3g})"
+                    for s, c in calibration[str(seed)].items()
+                )
+            )
         thresholds = calibration[str(seed)][source]
         cell = cell_config(config, source, mining, seed, thresholds)
         run = folder / "cells" / cell_name(source, mining, seed if len(seeds) > 1 else None)
-        say(f"cell {number}/{len(todo)}: {source} relatedness, {mining} mining" +
-            (f", seed {seed}" if len(seeds) > 1 else ""))
+        say(
+            f"cell {number}/{len(todo)}: {source} relatedness, {mining} mining"
+            + (f", seed {seed}" if len(seeds) > 1 else "")
+        )
         started = time.perf_counter()
         data = training.load_training_data(cell, lsi_model=fitted[seed])
-        result = training.fit(cell, run_dir=run, resume=RunFolder(run).state.is_file(), data=data,
-                              verbose=verbose, say=lambda line: None)
+        result = training.fit(
+            cell, run_dir=run, resume=RunFolder(run).state.is_file(), data=data, verbose=verbose, say=lambda line: None
+        )
         evaluation = runs.evaluate_run(run, untrained=False, say=lambda line: None)
-        row = _cell_row(cell, source, mining, evaluation, result, time.perf_counter() - started, untrained[seed],
-                        thresholds)
+        row = _cell_row(
+            cell, source, mining, evaluation, result, time.perf_counter() - started, untrained[seed], thresholds
+        )
         atomic_write_json(run / "cell.json", row)
         atomic_write_text(folder / "results.csv", _collect(folder)[0].to_csv(index=False))
-        say(f"cell {number}/{len(todo)} done in {row['seconds']:.0f} s (spread {row['spread_ratio']:.0%} of the "
-            f"first epoch's): " + ", ".join(f"{f} {row[f'p_{f}']:.3f}" for f in FACETS))
+        say(
+            f"cell {number}/{len(todo)} done in {row['seconds']:.0f} s (spread {row['spread_ratio']:.0%} of the "
+            f"first epoch's): " + ", ".join(f"{f} {row[f'p_{f}']:.3f}" for f in FACETS)
+        )
     results, done = _collect(folder)
     atomic_write_text(folder / "results.csv", results.to_csv(index=False))
     written = write_reports(folder, results, config, done) if len(results) else []
@@ -230,8 +286,9 @@ class _Pooled:
     seeds: dict[tuple[str, str], list[int]]
 
 
-def _pooled(folder: Path, done: dict[tuple[str, str, int], Path], settings: BootstrapSettings,
-            split: str = "test") -> _Pooled:
+def _pooled(
+    folder: Path, done: dict[tuple[str, str, int], Path], settings: BootstrapSettings, split: str = "test"
+) -> _Pooled:
     """Seed-averaged per-query precisions of every cell, on the queries shared by all (of ``split``)."""
     from msd_triplet import runs
 
@@ -271,25 +328,35 @@ def summarise(results: pd.DataFrame, pooled: _Pooled, config: Config, settings: 
         values = pooled.cells[cell]
         entry = {"seeds": len(rows), "signals": {s: float(rows[s].mean()) for s in SIGNALS}, "facets": {}}
         vs_untrained = paired_differences(values, pooled.untrained, settings, pooled.clusters)
-        vs_reference = (paired_differences(values, pooled.cells[reference], settings, pooled.clusters)
-                        if reference in pooled.cells and cell != reference else {})
+        vs_reference = (
+            paired_differences(values, pooled.cells[reference], settings, pooled.clusters)
+            if reference in pooled.cells and cell != reference
+            else {}
+        )
         for facet, v in values.items():
             low, high = settings.interval(v, pooled.clusters)
-            entry["facets"][facet] = {"p": float(np.nanmean(v)), "ci_low": low, "ci_high": high,
-                                      "sd": float(rows[f"p_{facet}"].std()) if len(rows) > 1 else float("nan"),
-                                      "vs_untrained": vs_untrained.get(facet), "vs_reference": vs_reference.get(facet)}
+            entry["facets"][facet] = {
+                "p": float(np.nanmean(v)),
+                "ci_low": low,
+                "ci_high": high,
+                "sd": float(rows[f"p_{facet}"].std()) if len(rows) > 1 else float("nan"),
+                "vs_untrained": vs_untrained.get(facet),
+                "vs_reference": vs_reference.get(facet),
+            }
         summary["cells"][cell] = entry
     for facet in FACETS:
-        scored = [(summary["cells"][c]["facets"][facet]["p"], c) for c in order
-                  if facet in summary["cells"][c]["facets"]]
+        scored = [
+            (summary["cells"][c]["facets"][facet]["p"], c) for c in order if facet in summary["cells"][c]["facets"]
+        ]
         if not scored:
             continue
         best = max(scored)[1]
         tied = []
         for _, cell in scored:
             if cell != best:
-                diff = paired_differences({facet: pooled.cells[best][facet]}, {facet: pooled.cells[cell][facet]},
-                                          settings, pooled.clusters)[facet]
+                diff = paired_differences(
+                    {facet: pooled.cells[best][facet]}, {facet: pooled.cells[cell][facet]}, settings, pooled.clusters
+                )[facet]
                 if interval_sign(diff["ci_low"], diff["ci_high"]) <= 0:
                     tied.append(cell)
         summary["winners"][facet] = {"best": best, "not_separable": tied}
@@ -300,43 +367,76 @@ def _label(cell: tuple[str, str]) -> str:
     return f"{cell[0]} / {cell[1]}"
 
 
-def format_ablation(results: pd.DataFrame, summary: dict, settings: BootstrapSettings, untrained: dict,
-                    chance: dict) -> str:
+def format_ablation(
+    results: pd.DataFrame, summary: dict, settings: BootstrapSettings, untrained: dict, chance: dict
+) -> str:
     facets = [f for f in FACETS if f"p_{f}" in results and results[f"p_{f}"].notna().any()]
     eval_k = int(results["eval_k"].iloc[0])
     seeds = sorted(set(results["seed"]))
     reference = tuple(summary["reference"])
-    lines = ["# Triplet selection: relatedness source × mining", "",
-             f"P@{eval_k} on the test split; {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
-             f"({', '.join(map(str, seeds))}); {settings.describe()}. With several seeds a figure is the mean "
-             "over seeds, its interval that of the seed-averaged per-query precisions. Spread: RMS standard "
-             "deviation of the embeddings over a batch, last epoch / first epoch (collapse: → 0); active: share "
-             "of mined triplets with a positive loss in the last epoch.", "",
-             "## P@k", "", "| source / mining | " + " | ".join(facets) + " | spread last/first | active |",
-             "|---|" + "---|" * (len(facets) + 2)]
-    lines.append("| untrained | " + " | ".join(format_figure(untrained[f]["p"], untrained[f]["ci_low"],
-                                                             untrained[f]["ci_high"], digits=3) for f in facets)
-                 + " | – | – |")
+    lines = [
+        "# Triplet selection: relatedness source × mining",
+        "",
+        f"P@{eval_k} on the test split; {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
+        f"({', '.join(map(str, seeds))}); {settings.describe()}. With several seeds a figure is the mean "
+        "over seeds, its interval that of the seed-averaged per-query precisions. Spread: RMS standard "
+        "deviation of the embeddings over a batch, last epoch / first epoch (collapse: → 0); active: share "
+        "of mined triplets with a positive loss in the last epoch.",
+        "",
+        "## P@k",
+        "",
+        "| source / mining | " + " | ".join(facets) + " | spread last/first | active |",
+        "|---|" + "---|" * (len(facets) + 2),
+    ]
+    lines.append(
+        "| untrained | "
+        + " | ".join(
+            format_figure(untrained[f]["p"], untrained[f]["ci_low"], untrained[f]["ci_high"], digits=3) for f in facets
+        )
+        + " | – | – |"
+    )
     lines.append("| chance | " + " | ".join(f"{chance[f]:.3f}" for f in facets) + " | – | – |")
     for cell, entry in summary["cells"].items():
-        figures = [format_figure(entry["facets"][f]["p"], entry["facets"][f]["ci_low"], entry["facets"][f]["ci_high"],
-                                 digits=3) for f in facets]
+        figures = [
+            format_figure(
+                entry["facets"][f]["p"], entry["facets"][f]["ci_low"], entry["facets"][f]["ci_high"], digits=3
+            )
+            for f in facets
+        ]
         s = entry["signals"]
-        lines.append(f"| {_label(cell)} | " + " | ".join(figures) +
-                     f" | {s['spread_ratio']:.0%} | {s['active_last']:.2f} |")
-    for title, key in ((f"Difference to {_label(reference)} (the paper's rule), paired", "vs_reference"),
-                       ("Difference to the untrained model, paired", "vs_untrained")):
-        lines += ["", f"## {title}", "", "| source / mining | " + " | ".join(facets) + " |",
-                  "|---|" + "---|" * len(facets)]
+        lines.append(
+            f"| {_label(cell)} | " + " | ".join(figures) + f" | {s['spread_ratio']:.0%} | {s['active_last']:.2f} |"
+        )
+    for title, key in (
+        (f"Difference to {_label(reference)} (the paper's rule), paired", "vs_reference"),
+        ("Difference to the untrained model, paired", "vs_untrained"),
+    ):
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| source / mining | " + " | ".join(facets) + " |",
+            "|---|" + "---|" * len(facets),
+        ]
         for cell, entry in summary["cells"].items():
             diffs = [entry["facets"][f][key] for f in facets]
             if all(d is None for d in diffs):
                 continue
-            lines.append(f"| {_label(cell)} | " + " | ".join(
-                format_figure(d["difference"], d["ci_low"], d["ci_high"], signed=True, digits=3) if d else "–"
-                for d in diffs) + " |")
-    lines += ["", "## Best per facet", "",
-              "The cell with the highest P@k, and the cells whose paired interval against it includes 0.", ""]
+            lines.append(
+                f"| {_label(cell)} | "
+                + " | ".join(
+                    format_figure(d["difference"], d["ci_low"], d["ci_high"], signed=True, digits=3) if d else "–"
+                    for d in diffs
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "## Best per facet",
+        "",
+        "The cell with the highest P@k, and the cells whose paired interval against it includes 0.",
+        "",
+    ]
     for facet in facets:
         winner = summary["winners"].get(facet)
         if winner:
@@ -364,8 +464,14 @@ def plot_ablation(summary: dict, untrained: dict, chance: dict, path: Path, eval
         for cell in cells:
             f = summary["cells"][cell]["facets"][facet]
             err = np.nan_to_num([[f["p"] - f["ci_low"]], [f["ci_high"] - f["p"]]])
-            ax.bar(where[cell], f["p"], yerr=err, color=f"C{minings.index(cell[1]) % 10}", capsize=2,
-                   label=cell[1] if i == 0 and cell[0] == next(s for s, m in cells if m == cell[1]) else None)
+            ax.bar(
+                where[cell],
+                f["p"],
+                yerr=err,
+                color=f"C{minings.index(cell[1]) % 10}",
+                capsize=2,
+                label=cell[1] if i == 0 and cell[0] == next(s for s, m in cells if m == cell[1]) else None,
+            )
         ax.axhline(untrained[facet]["p"], color="black", lw=1, label="untrained" if i == 0 else None)
         ax.axhline(chance[facet], color="0.5", ls="--", lw=1, label="chance" if i == 0 else None)
         ax.set_xticks(centres, sources)
@@ -379,8 +485,9 @@ def plot_ablation(summary: dict, untrained: dict, chance: dict, path: Path, eval
     return path
 
 
-def write_reports(folder: Path, results: pd.DataFrame, config: Config,
-                  done: Optional[dict[tuple[str, str, int], Path]] = None) -> list[Path]:
+def write_reports(
+    folder: Path, results: pd.DataFrame, config: Config, done: Optional[dict[tuple[str, str, int], Path]] = None
+) -> list[Path]:
     """ablation.md, summary.json and plots/ablation.png from the done cells."""
     done = _collect(folder)[1] if done is None else done
     settings = BootstrapSettings.from_config(config)
@@ -392,12 +499,19 @@ def write_reports(folder: Path, results: pd.DataFrame, config: Config,
         untrained[facet] = {"p": float(np.nanmean(v)), "ci_low": low, "ci_high": high}
     chance = {f: float(results[f"chance_{f}"].iloc[0]) for f in FACETS if f"chance_{f}" in results}
     eval_k = int(results["eval_k"].iloc[0])
-    written = [atomic_write_text(folder / "ablation.md", format_ablation(results, summary, settings, untrained, chance))]
-    plain = {"reference": list(summary["reference"]), "winners": {f: {"best": list(w["best"]),
-                                                                      "not_separable": [list(c) for c in
-                                                                                        w["not_separable"]]}
-                                                                  for f, w in summary["winners"].items()},
-             "cells": {cell_name(*c): e for c, e in summary["cells"].items()}, "untrained": untrained, "chance": chance}
+    written = [
+        atomic_write_text(folder / "ablation.md", format_ablation(results, summary, settings, untrained, chance))
+    ]
+    plain = {
+        "reference": list(summary["reference"]),
+        "winners": {
+            f: {"best": list(w["best"]), "not_separable": [list(c) for c in w["not_separable"]]}
+            for f, w in summary["winners"].items()
+        },
+        "cells": {cell_name(*c): e for c, e in summary["cells"].items()},
+        "untrained": untrained,
+        "chance": chance,
+    }
     written.append(atomic_write_json(folder / "summary.json", plain))
     written.append(plot_ablation(summary, untrained, chance, folder / "plots" / "ablation.png", eval_k))
     return written

@@ -129,9 +129,19 @@ def read_segment(path: str | os.PathLike, spec: SegmentSpec = SegmentSpec()) -> 
 def _file_kind(path: str) -> str:
     """What ``path`` (which exists and is not a regular file) is, for a message: "a directory", "a FIFO", …."""
     mode = os.stat(path).st_mode
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a special file"
+    )
     return f"{kind} (a symbolic link to {os.readlink(path)})" if os.path.islink(path) else kind
 
 
@@ -162,8 +172,10 @@ def _fix_length(y: np.ndarray, size: int) -> np.ndarray:
 def _too_short(path: str, spec: SegmentSpec, have: float, truncated: bool = False) -> str:
     what = "decoding stopped" if truncated else "file has"
     hint = " (truncated?)" if truncated else ""
-    return (f"{path}: segment {spec.offset:g}–{spec.offset + spec.duration:g} s needs "
-            f"{spec.offset + spec.duration:g} s of audio, {what} {have:.2f} s{hint}")
+    return (
+        f"{path}: segment {spec.offset:g}–{spec.offset + spec.duration:g} s needs "
+        f"{spec.offset + spec.duration:g} s of audio, {what} {have:.2f} s{hint}"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -230,9 +242,19 @@ def feature_shape(features: FeatureConfig) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- log-mel as TF ops
 
-def log_mel(waveform: Any, *, sample_rate: int = 22_050, n_fft: int = 2_048, hop_length: int = 1_024,
-            n_mels: int = 80, fmin: float = 16.0, fmax: float = 11_000.0, log_floor: float = 1e-6,
-            precision: str = "float32") -> Any:
+
+def log_mel(
+    waveform: Any,
+    *,
+    sample_rate: int = 22_050,
+    n_fft: int = 2_048,
+    hop_length: int = 1_024,
+    n_mels: int = 80,
+    fmin: float = 16.0,
+    fmax: float = 11_000.0,
+    log_floor: float = 1e-6,
+    precision: str = "float32",
+) -> Any:
     """Log-mel spectrogram of waveforms, as TensorFlow ops (XLA-compilable).
 
     Equals ``np.log(librosa.feature.melspectrogram(y=waveform, sr=sample_rate,
@@ -280,6 +302,13 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 def log_mel_kwargs(features: FeatureConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`log_mel` taken from a feature config."""
-    return dict(sample_rate=features.sample_rate, n_fft=features.n_fft, hop_length=features.hop_length,
-                n_mels=features.n_mels, fmin=features.fmin, fmax=features.fmax, log_floor=features.log_floor,
-                precision=features.precision)
+    return dict(
+        sample_rate=features.sample_rate,
+        n_fft=features.n_fft,
+        hop_length=features.hop_length,
+        n_mels=features.n_mels,
+        fmin=features.fmin,
+        fmax=features.fmax,
+        log_floor=features.log_floor,
+        precision=features.precision,
+    )

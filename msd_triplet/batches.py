@@ -49,15 +49,15 @@ class RelatedLists(NamedTuple):
     ``counts[i]`` is the number of positives before the ``max_related`` cap.
     """
 
-    indptr: np.ndarray   # int64 [n + 1]
+    indptr: np.ndarray  # int64 [n + 1]
     indices: np.ndarray  # int64 [indptr[-1]]
-    counts: np.ndarray   # int64 [n]
+    counts: np.ndarray  # int64 [n]
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
 
     def of(self, i: int) -> np.ndarray:
-        return self.indices[self.indptr[i]:self.indptr[i + 1]]
+        return self.indices[self.indptr[i] : self.indptr[i + 1]]
 
 
 def _album_codes(albums, n: int) -> np.ndarray:
@@ -70,15 +70,21 @@ def _album_codes(albums, n: int) -> np.ndarray:
 def _pair_keys(i: np.ndarray, j: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A pseudo-random uint64 per pair (i, j), from (seed, i, j) alone (splitmix64 finaliser)."""
     with np.errstate(over="ignore"):
-        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-             + i.astype(np.uint64) * np.uint64(n) + j.astype(np.uint64))
+        x = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + i.astype(np.uint64) * np.uint64(n) + j.astype(np.uint64)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
 
 
-def related_lists(vectors: np.ndarray, kind: str, albums, positive_threshold: float, max_related: int = 64,
-                  chunk_size: int = 2048, seed: int = 0) -> RelatedLists:
+def related_lists(
+    vectors: np.ndarray,
+    kind: str,
+    albums,
+    positive_threshold: float,
+    max_related: int = 64,
+    chunk_size: int = 2048,
+    seed: int = 0,
+) -> RelatedLists:
     """For every track the indices of its positives, at most ``max_related`` of them.
 
     Parameters
@@ -139,8 +145,7 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), 0x6261746368])  # "batch": its own stream
 
 
-def _groups(related: RelatedLists, group_size: int, batch_size: int, rng: np.random.Generator
-            ) -> tuple[list, list]:
+def _groups(related: RelatedLists, group_size: int, batch_size: int, rng: np.random.Generator) -> tuple[list, list]:
     """Walk the tracks in random order: (groups of >= 2 related tracks, fillers).
 
     A track whose related tracks are all used already joins the group of one
@@ -161,7 +166,7 @@ def _groups(related: RelatedLists, group_size: int, batch_size: int, rng: np.ran
         if used[anchor]:
             continue
         used[anchor] = True
-        related_tracks = indices[indptr[anchor]:indptr[anchor + 1]]
+        related_tracks = indices[indptr[anchor] : indptr[anchor + 1]]
         candidates = related_tracks[~used[related_tracks]]
         if len(candidates):
             if len(candidates) > group_size - 1:
@@ -229,8 +234,9 @@ def _pack(groups: list, fillers: list, batch_size: int) -> list[np.ndarray]:
     return batches
 
 
-def composed_order(related: RelatedLists, albums, batch_size: int, group_size: int, seed: int,
-                   epoch: int) -> np.ndarray:
+def composed_order(
+    related: RelatedLists, albums, batch_size: int, group_size: int, seed: int, epoch: int
+) -> np.ndarray:
     """One epoch's order of the n tracks: int64 [n], a permutation, a pure function of (seed, epoch).
 
     Consecutive runs of ``batch_size`` entries are batches (see the module
@@ -244,8 +250,10 @@ def composed_order(related: RelatedLists, albums, batch_size: int, group_size: i
     n = len(related)
     _album_codes(albums, n)
     if batch_size < 1 or not 1 <= group_size <= batch_size:
-        raise ArgumentError(f"need batch_size >= 1 and 1 <= group_size <= batch_size, got batch_size "
-                            f"{batch_size}, group_size {group_size}")
+        raise ArgumentError(
+            f"need batch_size >= 1 and 1 <= group_size <= batch_size, got batch_size "
+            f"{batch_size}, group_size {group_size}"
+        )
     rng = _epoch_rng(seed, epoch)
     if group_size == 1:
         return rng.permutation(n).astype(np.int64)
@@ -258,14 +266,24 @@ def composed_order(related: RelatedLists, albums, batch_size: int, group_size: i
     return order
 
 
-def related_order_fn(vectors: np.ndarray, kind: str, albums, positive_threshold: float, batch_size: int,
-                     group_size: int, seed: int, max_related: int = 64) -> Callable[[int], np.ndarray]:
+def related_order_fn(
+    vectors: np.ndarray,
+    kind: str,
+    albums,
+    positive_threshold: float,
+    batch_size: int,
+    group_size: int,
+    seed: int,
+    max_related: int = 64,
+) -> Callable[[int], np.ndarray]:
     """``epoch -> composed_order(...)`` with the related lists computed once (for ``feature_dataset(order=)``)."""
     related = related_lists(vectors, kind, albums, positive_threshold, max_related=max_related, seed=seed)
     albums = np.asarray(albums)
     if batch_size < 1 or not 1 <= group_size <= batch_size:
-        raise ArgumentError(f"need batch_size >= 1 and 1 <= group_size <= batch_size, got batch_size "
-                            f"{batch_size}, group_size {group_size}")
+        raise ArgumentError(
+            f"need batch_size >= 1 and 1 <= group_size <= batch_size, got batch_size "
+            f"{batch_size}, group_size {group_size}"
+        )
 
     def order(epoch: int) -> np.ndarray:
         return composed_order(related, albums, batch_size, group_size, seed, int(epoch))

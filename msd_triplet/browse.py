@@ -25,8 +25,15 @@ from msd_triplet.errors import ArgumentError, AudioError, DataError
 from msd_triplet.runfolder import RunFolder
 
 #: Audio types ``serve`` plays, by file extension.
-AUDIO_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
-               ".oga": "audio/ogg", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
+AUDIO_TYPES = {
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".aif": "audio/aiff",
+    ".aiff": "audio/aiff",
+}
 #: Labels a map colours by name; the rest of a facet's tags are "other".
 MAP_LABELS = 12
 
@@ -39,7 +46,7 @@ class NotFound(DataError):
 class Query:
     """What neighbours are searched for: a track of the run or an uploaded clip."""
 
-    vector: np.ndarray              # float32 [d]
+    vector: np.ndarray  # float32 [d]
     track_id: Optional[str] = None  # None for uploaded audio
     label: str = ""
 
@@ -55,8 +62,14 @@ class RunBrowser:
     say : progress messages while loading (the map takes seconds the first time)
     """
 
-    def __init__(self, run: str | Path, *, split: str = "test", checkpoint: str = "best",
-                 say: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        run: str | Path,
+        *,
+        split: str = "test",
+        checkpoint: str = "best",
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
         from msd_triplet import embed as embedding
         from msd_triplet.catalogue import track_table
 
@@ -75,8 +88,10 @@ class RunBrowser:
         self.facets = tuple(self.config.data.tag_sets)
         self._tag_sets = {f: [frozenset(filter(None, s.split("; "))) for s in self.tracks[f]] for f in self.facets}
         self.roots = self._allowed_roots()
-        say(f"{len(self.track_ids):,} tracks of the {split} split loaded with their embeddings "
-            f"({time.perf_counter() - started:.1f} s)")
+        say(
+            f"{len(self.track_ids):,} tracks of the {split} split loaded with their embeddings "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
         self._embedder = None
         self._points: dict[str, dict] = {}
         self.map = self._load_map(say)
@@ -97,16 +112,23 @@ class RunBrowser:
         if not hasattr(self, "_text"):
             columns = ["title", "artist", "album", *self.facets]
             joined = pd.Series(self.track_ids, dtype=object).str.cat(
-                [self.tracks[c].reset_index(drop=True).astype(str) for c in columns], sep=" | ")
+                [self.tracks[c].reset_index(drop=True).astype(str) for c in columns], sep=" | "
+            )
             self._text = joined.str.casefold()
         return self._text
 
     def describe(self, track_id: str) -> dict:
         """Names, ids and tags of one track of the split."""
         row = self.tracks.loc[self._known(track_id)]
-        return {"track_id": track_id, "title": row["title"], "artist": row["artist"], "album": row["album"],
-                "artist_id": row["artist_id"], "album_id": row["album_id"],
-                "tags": {f: [t for t in row[f].split("; ") if t] for f in self.facets}}
+        return {
+            "track_id": track_id,
+            "title": row["title"],
+            "artist": row["artist"],
+            "album": row["album"],
+            "artist_id": row["artist_id"],
+            "album_id": row["album_id"],
+            "tags": {f: [t for t in row[f].split("; ") if t] for f in self.facets},
+        }
 
     def _known(self, track_id: str) -> str:
         if not isinstance(track_id, str) or track_id not in self.row:
@@ -165,8 +187,11 @@ class RunBrowser:
             raise AudioError(message, str(batch.kinds[0]))
         if batch.silent[0]:
             features = self._embedder.features
-            raise AudioError(f"{label}: the segment the model reads ({features.offset:g}–"
-                             f"{features.offset + features.duration:g} s) is silent", "silent")
+            raise AudioError(
+                f"{label}: the segment the model reads ({features.offset:g}–"
+                f"{features.offset + features.duration:g} s) is silent",
+                "silent",
+            )
         vector = self._embedder.embed(batch.log_mel[..., None])[0]
         return Query(np.asarray(vector, np.float32), None, label)
 
@@ -228,8 +253,9 @@ class RunBrowser:
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as stored:
-                    if (np.array_equal(stored["track_ids"], self.track_ids.astype(str))
-                            and np.array_equal(stored["source"], _digest(self.embeddings))):
+                    if np.array_equal(stored["track_ids"], self.track_ids.astype(str)) and np.array_equal(
+                        stored["source"], _digest(self.embeddings)
+                    ):
                         return stored["xy"]
             except (OSError, KeyError, ValueError):
                 pass
@@ -266,9 +292,17 @@ class RunBrowser:
         other = len(named)
         lo, hi = self.map.min(axis=0), self.map.max(axis=0)
         xy = (self.map - lo) / np.where(hi > lo, hi - lo, 1.0)
-        points = [[round(float(x), 4), round(float(y), 4), index.get(label, other), t,
-                   self.tracks["title"].iat[i], self.tracks["artist"].iat[i]]
-                  for i, ((x, y), label, t) in enumerate(zip(xy, dominant, self.track_ids))]
+        points = [
+            [
+                round(float(x), 4),
+                round(float(y), 4),
+                index.get(label, other),
+                t,
+                self.tracks["title"].iat[i],
+                self.tracks["artist"].iat[i],
+            ]
+            for i, ((x, y), label, t) in enumerate(zip(xy, dominant, self.track_ids))
+        ]
         label_counts = np.bincount([p[2] for p in points], minlength=len(labels)).tolist()
         return {"facet": facet, "labels": labels, "counts": label_counts, "points": points}
 
@@ -279,9 +313,15 @@ class RunBrowser:
         metrics_path = RunFolder(self.run).metrics("test")
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
         metrics = _finite_or_none(metrics)  # NaN (e.g. a facet without queries) is not JSON
-        return {"run": self.run.name, "split": self.split, "checkpoint": self.checkpoint,
-                "tracks": len(self.track_ids), "dimensions": int(self.embeddings.shape[1]),
-                "facets": list(self.facets), "metrics": metrics}
+        return {
+            "run": self.run.name,
+            "split": self.split,
+            "checkpoint": self.checkpoint,
+            "tracks": len(self.track_ids),
+            "dimensions": int(self.embeddings.shape[1]),
+            "facets": list(self.facets),
+            "metrics": metrics,
+        }
 
     def curves_svg(self) -> Optional[str]:
         """Training curves (loss; validation P@k per facet) from ``log.csv`` as SVG text, or None."""
@@ -348,6 +388,8 @@ def check_upload_name(filename: str, allowed: Sequence[str] = tuple(AUDIO_TYPES)
     """The lower-case extension of an uploaded file's name; ArgumentError unless it is an audio type we read."""
     suffix = Path(str(filename or "")).suffix.lower()
     if suffix not in allowed:
-        raise ArgumentError(f"{Path(str(filename or '(no name)')).name}: not an audio file type we read "
-                            f"(got {suffix or 'no extension'!r}; allowed {', '.join(allowed)})")
+        raise ArgumentError(
+            f"{Path(str(filename or '(no name)')).name}: not an audio file type we read "
+            f"(got {suffix or 'no extension'!r}; allowed {', '.join(allowed)})"
+        )
     return suffix

@@ -39,22 +39,25 @@ def track_table(config: Config, prepared=None, *, separator: str = "; ") -> pd.D
     tracks = prepared.tracks
     ids = tracks["track_id"].to_numpy(str)
     names = read_names(config.data).reindex(ids)
-    table = pd.DataFrame({
-        "track_id": ids,
-        "title": _fill(names["title"], ids),
-        "artist": _fill(names["artist"], tracks["artist_id"].to_numpy(str)),
-        "album": _fill(names["album"], tracks["album_id"].to_numpy(str)),
-        "artist_id": tracks["artist_id"].to_numpy(str),
-        "album_id": tracks["album_id"].to_numpy(str),
-        "split": tracks["split"].to_numpy(str),
-        "audio_path": [str(config.data.path(p)) for p in tracks["audio_path"]],
-    })
+    table = pd.DataFrame(
+        {
+            "track_id": ids,
+            "title": _fill(names["title"], ids),
+            "artist": _fill(names["artist"], tracks["artist_id"].to_numpy(str)),
+            "album": _fill(names["album"], tracks["album_id"].to_numpy(str)),
+            "artist_id": tracks["artist_id"].to_numpy(str),
+            "album_id": tracks["album_id"].to_numpy(str),
+            "split": tracks["split"].to_numpy(str),
+            "audio_path": [str(config.data.path(p)) for p in tracks["audio_path"]],
+        }
+    )
     for tagset in config.data.tag_sets:
         matrix = prepared.matrices[tagset]
         csr = matrix.matrix.tocsr()
         vocabulary = np.asarray(matrix.vocabulary, dtype=object)
-        table[tagset] = [separator.join(vocabulary[np.sort(csr.indices[a:b])])
-                         for a, b in zip(csr.indptr[:-1], csr.indptr[1:])]
+        table[tagset] = [
+            separator.join(vocabulary[np.sort(csr.indices[a:b])]) for a, b in zip(csr.indptr[:-1], csr.indptr[1:])
+        ]
     return table
 
 

@@ -31,8 +31,17 @@ import numpy as np
 from msd_triplet.lsi import combination_name, combinations, parse_combination
 from msd_triplet.uncertainty import BootstrapSettings, format_figure, interval_sign, level_text, mean_of
 
-__all__ = ["Claim", "Comparison", "HOLDS", "FAILS", "NOT_SEPARABLE", "MEAN", "check_claims", "format_claims",
-           "labelled_in_all"]
+__all__ = [
+    "Claim",
+    "Comparison",
+    "HOLDS",
+    "FAILS",
+    "NOT_SEPARABLE",
+    "MEAN",
+    "check_claims",
+    "format_claims",
+    "labelled_in_all",
+]
 
 HOLDS, FAILS, NOT_SEPARABLE = "holds", "fails", "not separable"
 FACETS: tuple[str, ...] = ("genre", "style", "mood", "theme", "artist", "album")
@@ -50,7 +59,7 @@ class Comparison:
     a: str
     b: str
     facet: str
-    expect: str            # GAIN ("A > B") or NO_GAIN ("A ≯ B")
+    expect: str  # GAIN ("A > B") or NO_GAIN ("A ≯ B")
     difference: float
     low: float
     high: float
@@ -67,7 +76,7 @@ class Claim:
     number: int
     statement: str
     comparisons: tuple[Comparison, ...] = ()
-    needs: Optional[str] = None      # what the grid lacks when nothing could be compared
+    needs: Optional[str] = None  # what the grid lacks when nothing could be compared
     notes: tuple[str, ...] = ()
 
     @property
@@ -91,8 +100,16 @@ class _Judge:
         present = [arrays[f] for f in FACETS if f in arrays]
         return np.mean(np.stack(present), axis=0) if present else None  # NaN unless labelled in all
 
-    def compare(self, a: str, a_arrays: Mapping[str, np.ndarray], b: str, b_arrays: Mapping[str, np.ndarray],
-                facet: str, expect: str = GAIN, counted: bool = True) -> list[Comparison]:
+    def compare(
+        self,
+        a: str,
+        a_arrays: Mapping[str, np.ndarray],
+        b: str,
+        b_arrays: Mapping[str, np.ndarray],
+        facet: str,
+        expect: str = GAIN,
+        counted: bool = True,
+    ) -> list[Comparison]:
         """[the comparison], or [] when either side lacks the facet."""
         x, y = self.values(a_arrays, facet), self.values(b_arrays, facet)
         if x is None or y is None:
@@ -101,9 +118,14 @@ class _Judge:
         return [Comparison(a, b, facet, expect, mean_of(x) - mean_of(y), low, high, counted)]
 
 
-def check_claims(cells: Mapping[Cell, Mapping[str, np.ndarray]], best_k: Mapping[str, int],
-                 untrained: Optional[Mapping[str, np.ndarray]] = None, *, settings: BootstrapSettings,
-                 clusters: Optional[np.ndarray] = None) -> list[Claim]:
+def check_claims(
+    cells: Mapping[Cell, Mapping[str, np.ndarray]],
+    best_k: Mapping[str, int],
+    untrained: Optional[Mapping[str, np.ndarray]] = None,
+    *,
+    settings: BootstrapSettings,
+    clusters: Optional[np.ndarray] = None,
+) -> list[Claim]:
     """Test claims (1)–(5) of SPEC section 11.
 
     Parameters
@@ -129,13 +151,20 @@ def check_claims(cells: Mapping[Cell, Mapping[str, np.ndarray]], best_k: Mapping
     def versus(a: Cell, b: Cell, facet: str, expect: str = GAIN, counted: bool = True) -> list[Comparison]:
         return judge.compare(label(a), cells[a], label(b), cells[b], facet, expect, counted)
 
-    return [_genres_claim(best, versus), _moods_styles_claim(best, versus), _moods_claim(best, versus),
-            _topics_claim(cells, judge, label), _untrained_claim(cells, untrained, judge, label)]
+    return [
+        _genres_claim(best, versus),
+        _moods_styles_claim(best, versus),
+        _moods_claim(best, versus),
+        _topics_claim(cells, judge, label),
+        _untrained_claim(cells, untrained, judge, label),
+    ]
 
 
 def _genres_claim(best: dict[str, Cell], versus) -> Claim:
-    statement = ("The genres set helps only the genre facet (genres-X beats X on genre, not on the other facets), "
-                 "and no combination beats genres alone on the genre facet")
+    statement = (
+        "The genres set helps only the genre facet (genres-X beats X on genre, not on the other facets), "
+        "and no combination beats genres alone on the genre facet"
+    )
     if "genres" not in best or len(best) < 2:
         return Claim(1, statement, needs="genres and another combination")
     comparisons, pairs = [], 0
@@ -152,8 +181,11 @@ def _genres_claim(best: dict[str, Cell], versus) -> Claim:
     for other, cell in best.items():
         if other != "genres":
             comparisons += versus(cell, best["genres"], "genre", NO_GAIN)
-    notes = () if pairs else ("The first part is not tested: it needs a combination X without genres and "
-                              "genres-X beside it.",)
+    notes = (
+        ()
+        if pairs
+        else ("The first part is not tested: it needs a combination X without genres and genres-X beside it.",)
+    )
     return Claim(1, statement, tuple(comparisons), notes=notes)
 
 
@@ -177,8 +209,10 @@ def _moods_claim(best: dict[str, Cell], versus) -> Claim:
 
 
 def _topics_claim(cells: Mapping[Cell, Mapping[str, np.ndarray]], judge: _Judge, label) -> Claim:
-    statement = ("More LSI topics help, up to a ceiling: per combination, its largest k beats its smallest "
-                 "(mean over facets), and the last step (second-largest → largest k) adds less than the first")
+    statement = (
+        "More LSI topics help, up to a ceiling: per combination, its largest k beats its smallest "
+        "(mean over facets), and the last step (second-largest → largest k) adds less than the first"
+    )
     ks: dict[str, list[int]] = {}
     for combination, k in cells:
         ks.setdefault(combination, []).append(int(k))
@@ -192,18 +226,22 @@ def _topics_claim(cells: Mapping[Cell, Mapping[str, np.ndarray]], judge: _Judge,
             steps = [judge.values(cells[(combination, a)], MEAN) for a in (k[0], k[1], k[-2], k[-1])]
             first = {MEAN: steps[1] - steps[0]}
             last = {MEAN: steps[3] - steps[2]}
-            comparisons += judge.compare(f"{combination}: first step k {k[0]} → {k[1]}", first,
-                                         f"last step k {k[-2]} → {k[-1]}", last, MEAN)
+            comparisons += judge.compare(
+                f"{combination}: first step k {k[0]} → {k[1]}", first, f"last step k {k[-2]} → {k[-1]}", last, MEAN
+            )
     if not comparisons:
         return Claim(4, statement, needs="a combination evaluated at two or more k")
     notes = () if ceilings else ("The ceiling is not tested: it needs a combination at three or more k.",)
     return Claim(4, statement, tuple(comparisons), notes=notes)
 
 
-def _untrained_claim(cells: Mapping[Cell, Mapping[str, np.ndarray]], untrained: Optional[Mapping[str, np.ndarray]],
-                     judge: _Judge, label) -> Claim:
-    statement = ("The trained network beats an untrained one of the same architecture on every tag facet "
-                 "(every cell, seed-averaged)")
+def _untrained_claim(
+    cells: Mapping[Cell, Mapping[str, np.ndarray]], untrained: Optional[Mapping[str, np.ndarray]], judge: _Judge, label
+) -> Claim:
+    statement = (
+        "The trained network beats an untrained one of the same architecture on every tag facet "
+        "(every cell, seed-averaged)"
+    )
     if untrained is None:
         return Claim(5, statement, needs="the untrained model's per-query precisions")
     comparisons = []
@@ -222,9 +260,15 @@ def labelled_in_all(arrays: Mapping[str, np.ndarray]) -> int:
 # ---------------------------------------------------------------------- claims.md
 
 
-def format_claims(claims: Sequence[Claim], *, settings: BootstrapSettings, queries: int,
-                  mean_queries: Optional[int] = None, seeds: Sequence[int] = (),
-                  best_k: Optional[Mapping[str, int]] = None) -> str:
+def format_claims(
+    claims: Sequence[Claim],
+    *,
+    settings: BootstrapSettings,
+    queries: int,
+    mean_queries: Optional[int] = None,
+    seeds: Sequence[int] = (),
+    best_k: Optional[Mapping[str, int]] = None,
+) -> str:
     """Markdown: a summary table of the verdicts, then every comparison of every claim with its numbers.
 
     ``queries`` : test tracks; ``mean_queries`` : those labelled in every facet (the
@@ -232,22 +276,27 @@ def format_claims(claims: Sequence[Claim], *, settings: BootstrapSettings, queri
     """
     level = level_text(settings.level)
     total = sum(len(c.comparisons) for c in claims)
-    lines = ["# The paper's claims on this grid", "",
-             f"Per-query precision on {queries:,} test queries"
-             + (f", averaged over the training seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else "")
-             + f"; differences between two models on the same queries with paired {settings.describe()}.",
-             "",
-             "- A > B *holds* when the interval of A − B lies above 0, *fails* when it lies below 0, and is *not "
-             "separable* otherwise. A ≯ B (no gain expected) holds when the interval lies below 0 and fails when it "
-             "lies above 0. A claim holds when all its comparisons hold, fails when any fails, else it is not "
-             "separable.",
-             f"- Mean over facets: the per-query mean over {', '.join(FACETS)}"
-             + (f", on the {mean_queries:,} queries labelled in all of them" if mean_queries is not None else "")
-             + ".",
-             ]
+    lines = [
+        "# The paper's claims on this grid",
+        "",
+        f"Per-query precision on {queries:,} test queries"
+        + (f", averaged over the training seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else "")
+        + f"; differences between two models on the same queries with paired {settings.describe()}.",
+        "",
+        "- A > B *holds* when the interval of A − B lies above 0, *fails* when it lies below 0, and is *not "
+        "separable* otherwise. A ≯ B (no gain expected) holds when the interval lies below 0 and fails when it "
+        "lies above 0. A claim holds when all its comparisons hold, fails when any fails, else it is not "
+        "separable.",
+        f"- Mean over facets: the per-query mean over {', '.join(FACETS)}"
+        + (f", on the {mean_queries:,} queries labelled in all of them" if mean_queries is not None else "")
+        + ".",
+    ]
     if best_k:
-        lines.append("- Each combination at its best k (the highest mean over facets of the seed-averaged P@k): "
-                     + ", ".join(f"{c} {k}" for c, k in best_k.items()) + ".")
+        lines.append(
+            "- Each combination at its best k (the highest mean over facets of the seed-averaged P@k): "
+            + ", ".join(f"{c} {k}" for c, k in best_k.items())
+            + "."
+        )
     lines += ["", "| claim | verdict | comparisons |", "|---|---|---|"]
     for claim in claims:
         counted = [c.verdict for c in claim.comparisons if c.counted]
@@ -257,14 +306,23 @@ def format_claims(claims: Sequence[Claim], *, settings: BootstrapSettings, queri
         lines += ["", f"## ({claim.number}) {claim.verdict}", "", claim.statement + "."]
         lines += [f"- {note}" for note in claim.notes]
         if claim.comparisons:
-            lines += ["", f"| A | B | facet | expected | A − B [{level} paired CI] | result |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"| A | B | facet | expected | A − B [{level} paired CI] | result |",
+                "|---|---|---|---|---|---|",
+            ]
             for c in claim.comparisons:
                 result = c.verdict if c.counted else f"({c.verdict}; listed)"
-                lines.append(f"| {c.a} | {c.b} | {c.facet} | A {c.expect} B | "
-                             f"{format_figure(c.difference, c.low, c.high, signed=True)} | {result} |")
-    lines += ["", "## Multiple comparisons", "",
-              f"{total} comparisons, each judged at {level} without correction for multiplicity: where a true "
-              f"difference is 0, about {100 - settings.level * 100:g} % of such comparisons still come out as "
-              "holds or fails by chance, so a verdict that rests on one comparison among many is weak evidence."]
+                lines.append(
+                    f"| {c.a} | {c.b} | {c.facet} | A {c.expect} B | "
+                    f"{format_figure(c.difference, c.low, c.high, signed=True)} | {result} |"
+                )
+    lines += [
+        "",
+        "## Multiple comparisons",
+        "",
+        f"{total} comparisons, each judged at {level} without correction for multiplicity: where a true "
+        f"difference is 0, about {100 - settings.level * 100:g} % of such comparisons still come out as "
+        "holds or fails by chance, so a verdict that rests on one comparison among many is weak evidence.",
+    ]
     return "\n".join(lines) + "\n"

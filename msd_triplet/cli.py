@@ -38,9 +38,13 @@ PROG = "msd-triplet"
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not reach: since TF 2.18 they are logged
 # through absl before absl::InitializeLog() runs, so they go to stderr whatever the level
 # (tensorflow/tensorflow#100442); the command's stderr filter drops them.
-_TF_START_UP_NOISE = (b"All log messages before absl::InitializeLog() is called", b"port.cc:",
-                      b"oneDNN custom operations are on", b"cpu_feature_guard",
-                      b"rebuild TensorFlow with the appropriate compiler flags")
+_TF_START_UP_NOISE = (
+    b"All log messages before absl::InitializeLog() is called",
+    b"port.cc:",
+    b"oneDNN custom operations are on",
+    b"cpu_feature_guard",
+    b"rebuild TensorFlow with the appropriate compiler flags",
+)
 
 
 def _quiet_tensorflow() -> tuple[bytes, ...]:
@@ -54,9 +58,15 @@ def _quiet_tensorflow() -> tuple[bytes, ...]:
 # What libmpg123 (inside libsndfile) writes straight to stderr when it decodes an mp3 from the middle:
 # a frame whose bit reservoir lies before the seek point, or a broken file's resync. The file is read
 # anyway, or skipped and listed with its reason in the skip manifest; these lines only alarm.
-_DECODER_NOISE = (b"libmpg123", b"part2_3_length", b"big_values too large", b"Illegal Audio-MPEG-Header",
-                  b"Trying to resync", b"Hit end of (available) data during resync",
-                  b"Xing stream size off by more than")
+_DECODER_NOISE = (
+    b"libmpg123",
+    b"part2_3_length",
+    b"big_values too large",
+    b"Illegal Audio-MPEG-Header",
+    b"Trying to resync",
+    b"Hit end of (available) data during resync",
+    b"Xing stream size off by more than",
+)
 
 
 @contextlib.contextmanager
@@ -178,6 +188,31 @@ class _Group(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
+def _config_option(help_text: str = "Experiment YAML, e.g. experiments/demo.yaml.", **kwargs):
+    """``--config FILE`` (required unless a default is given)."""
+    kwargs.setdefault("required", True)
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help=help_text, **kwargs
+    )
+
+
+def _checkpoint_option(help_text: str = "Which checkpoint of the run."):
+    return click.option(
+        "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help=help_text
+    )
+
+
+def _split_option(help_text: str):
+    """``--split`` over the run's tracks, ``all`` for every prepared track."""
+    return click.option(
+        "--split",
+        type=click.Choice(["train", "validation", "test", "all"]),
+        default="test",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="msd-triplet")
 def main() -> None:
@@ -186,33 +221,59 @@ def main() -> None:
 
 
 @main.command("make-demo-data")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"),
-              show_default=True, help="Folder to write the data set into.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/demo"),
+    show_default=True,
+    help="Folder to write the data set into.",
+)
 @click.option("--tracks", type=int, default=None, help="Number of tagged tracks [default: 2000].")
 @click.option("--seed", type=int, default=None, help="Seed of the catalogue and audio [default: 2019].")
 @click.option("--workers", type=int, default=None, help="Audio rendering processes [default: CPUs].")
 @click.option("--force", is_flag=True, help="Overwrite a finished data set made with other arguments.")
-@click.option("--artist-strength", type=float, default=None,
-              help="Scale of each artist's own sound (timbre, register, tempo) [default: 1].")
-@click.option("--album-strength", type=float, default=None,
-              help="Scale of each album's production sound (EQ, reverb, noise floor) [default: 1].")
-@click.option("--layer-db", type=float, default=None,
-              help="Level of the theme layers relative to the band, dB [default: -10].")
-@click.option("--coupling", type=float, default=None,
-              help="How strongly genre and styles steer the mood and theme profiles; 0 = independent [default: 1].")
-def make_demo_data_cmd(out: Path, tracks, seed, workers, force, artist_strength, album_strength, layer_db,
-                       coupling) -> None:
+@click.option(
+    "--artist-strength",
+    type=float,
+    default=None,
+    help="Scale of each artist's own sound (timbre, register, tempo) [default: 1].",
+)
+@click.option(
+    "--album-strength",
+    type=float,
+    default=None,
+    help="Scale of each album's production sound (EQ, reverb, noise floor) [default: 1].",
+)
+@click.option(
+    "--layer-db", type=float, default=None, help="Level of the theme layers relative to the band, dB [default: -10]."
+)
+@click.option(
+    "--coupling",
+    type=float,
+    default=None,
+    help="How strongly genre and styles steer the mood and theme profiles; 0 = independent [default: 1].",
+)
+def make_demo_data_cmd(
+    out: Path, tracks, seed, workers, force, artist_strength, album_strength, layer_db, coupling
+) -> None:
     """Write the synthetic MSD-like data set (tags, metadata, audio) in the real formats."""
     from msd_triplet import synthetic
 
     kwargs = {k: v for k, v in (("tracks", tracks), ("seed", seed)) if v is not None}
-    knobs = {k: v for k, v in (("artist_strength", artist_strength), ("album_strength", album_strength),
-                               ("layer_db", layer_db), ("coupling", coupling)) if v is not None}
+    knobs = {
+        k: v
+        for k, v in (
+            ("artist_strength", artist_strength),
+            ("album_strength", album_strength),
+            ("layer_db", layer_db),
+            ("coupling", coupling),
+        )
+        if v is not None
+    }
     world = synthetic.WorldParams(**knobs)
     bar, progress = _progress_bar("rendering audio", unit="file")
     with bar:
-        summary = synthetic.make_demo_data(out, workers=workers, force=force, progress=progress, world=world,
-                                           **kwargs)
+        summary = synthetic.make_demo_data(out, workers=workers, force=force, progress=progress, world=world, **kwargs)
     click.echo(
         f"wrote {summary.n_tracks} tracks ({summary.n_artists} artists, {summary.n_albums} albums, "
         f"{len(summary.broken)} broken on purpose; {summary.written} audio files new) "
@@ -247,14 +308,16 @@ def _shard_option(_ctx, _param, value):
 
 
 @main.command("prepare")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Experiment YAML, e.g. experiments/demo.yaml.")
+@_config_option()
 @click.option("--resplit", is_flag=True, help="Recompute the train/validation/test splits.")
-@click.option("--shard", callback=_shard_option, metavar="I/N",
-              help="Only extract features of shard I of N (0-based), for many machines sharing one cache; "
-                   "then run prepare once without --shard.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Decoding threads [default: usable CPUs].")
+@click.option(
+    "--shard",
+    callback=_shard_option,
+    metavar="I/N",
+    help="Only extract features of shard I of N (0-based), for many machines sharing one cache; "
+    "then run prepare once without --shard.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: usable CPUs].")
 @click.option("--no-features", is_flag=True, help="Skip feature extraction (only check that audio files exist).")
 def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: bool) -> None:
     """Read tag sets and metadata, filter, extract log-mel features, split; print Table I."""
@@ -265,15 +328,24 @@ def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: b
     bar, progress = _progress_bar("extracting features")
     with bar:
         if shard is not None:
-            report = prepare.extract_shard(config, shard, workers=workers, progress=click.echo,
-                                           extraction_progress=progress)
+            report = prepare.extract_shard(
+                config, shard, workers=workers, progress=click.echo, extraction_progress=progress
+            )
         else:
-            prepared = prepare.prepare_dataset(config, resplit=resplit, extract=not no_features, workers=workers,
-                                               progress=click.echo, extraction_progress=progress)
+            prepared = prepare.prepare_dataset(
+                config,
+                resplit=resplit,
+                extract=not no_features,
+                workers=workers,
+                progress=click.echo,
+                extraction_progress=progress,
+            )
     if shard is not None:
-        click.echo(f"shard {shard[0]}/{shard[1]}: {report.extracted:,} extracted, {report.skipped_now:,} skipped "
-                   f"in {report.seconds:.1f} s; whole cache: {report.ok:,} done, {report.skipped:,} skipped, "
-                   f"{report.todo:,} to do. When every shard is done, run prepare without --shard.")
+        click.echo(
+            f"shard {shard[0]}/{shard[1]}: {report.extracted:,} extracted, {report.skipped_now:,} skipped "
+            f"in {report.seconds:.1f} s; whole cache: {report.ok:,} done, {report.skipped:,} skipped, "
+            f"{report.todo:,} to do. When every shard is done, run prepare without --shard."
+        )
         click.echo(f"wrote {report.directory}")
         return
     skipped = prepared.stats.get("skipped", {})
@@ -282,18 +354,30 @@ def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: b
 
 
 @main.command("topics")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Experiment YAML, e.g. experiments/demo.yaml.")
-@click.option("--combination", default=None, metavar="SETS",
-              help="Tag sets joined by '-', e.g. genres-moods [default: lsi.tag_sets of the config].")
+@_config_option()
+@click.option(
+    "--combination",
+    default=None,
+    metavar="SETS",
+    help="Tag sets joined by '-', e.g. genres-moods [default: lsi.tag_sets of the config].",
+)
 @click.option("--k", "k", type=click.IntRange(min=1), default=None, help="Topics [default: lsi.k].")
 @click.option("--topics", "topic_list", default=None, metavar="I,J,…", help="Topics to print [default: 0-4].")
 @click.option("--top", type=click.IntRange(min=1), default=8, show_default=True, help="Tags per sign and topic.")
-@click.option("--sample", type=click.IntRange(min=2), default=2_000, show_default=True,
-              help="Training tracks whose pairwise similarities make the histogram.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG of the similarity histogram [default: <prepared>/lsi/<sets>-<weighting>-k<k>-similarity.png, "
-                   "beside the LSI model <sets>-<weighting>-k<k>.npz].")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=2),
+    default=2_000,
+    show_default=True,
+    help="Training tracks whose pairwise similarities make the histogram.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG of the similarity histogram [default: <prepared>/lsi/<sets>-<weighting>-k<k>-similarity.png, "
+    "beside the LSI model <sets>-<weighting>-k<k>.npz].",
+)
 def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) -> None:
     """Fit the LSI on the training split; print topics' strongest tags; plot pairwise similarities."""
     import dataclasses
@@ -320,23 +404,35 @@ def topics_cmd(config_path: Path, combination, k, topic_list, top, sample, out) 
 
     train = split_positions(prepared.tracks, "train")
     loss = config.loss
-    stats = topics.similarity_histogram(vectors[train], out or folder / f"{stem}-similarity.png",
-                                        positive=loss.positive_threshold, negative=loss.negative_threshold,
-                                        sample=sample, seed=config.seed, title=f"{model.name}, k = {model.k}",
-                                        albums=prepared.tracks["album_id"].to_numpy()[train])
-    click.echo(f"{stats.pairs:,} pairs of training tracks: {stats.share_positive:.1%} ≥ {stats.positive_threshold:g} "
-               f"(positives), {stats.share_negative:.1%} < {stats.negative_threshold:g} (negatives); "
-               f"pairs from different albums only: {stats.share_positive_other_album:.1%} / "
-               f"{stats.share_negative_other_album:.1%}; {stats.zero_vectors} zero vectors")
+    stats = topics.similarity_histogram(
+        vectors[train],
+        out or folder / f"{stem}-similarity.png",
+        positive=loss.positive_threshold,
+        negative=loss.negative_threshold,
+        sample=sample,
+        seed=config.seed,
+        title=f"{model.name}, k = {model.k}",
+        albums=prepared.tracks["album_id"].to_numpy()[train],
+    )
+    click.echo(
+        f"{stats.pairs:,} pairs of training tracks: {stats.share_positive:.1%} ≥ {stats.positive_threshold:g} "
+        f"(positives), {stats.share_negative:.1%} < {stats.negative_threshold:g} (negatives); "
+        f"pairs from different albums only: {stats.share_positive_other_album:.1%} / "
+        f"{stats.share_negative_other_album:.1%}; {stats.zero_vectors} zero vectors"
+    )
     click.echo(f"wrote {model_path} and {out or folder / f'{stem}-similarity.png'}")
 
 
 @main.command("fit")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Experiment YAML, e.g. experiments/demo.yaml.")
+@_config_option()
 @click.option("--resume", is_flag=True, help="Continue the run after its last finished epoch.")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder [default: <training.runs>/<name>].")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder [default: <training.runs>/<name>].",
+)
 @click.option("--dry-run", is_flag=True, help="Build the model and loss, time one step on a random batch; no data.")
 def fit_cmd(config_path: Path, resume: bool, run_dir: Optional[Path], dry_run: bool) -> None:
     """Train the DPNN with the LSI triplet loss on the prepared data and cached features."""
@@ -346,48 +442,66 @@ def fit_cmd(config_path: Path, resume: bool, run_dir: Optional[Path], dry_run: b
     config = load_config(config_path)
     if dry_run:
         report = training.dry_run(config)
-        click.echo(f"DPNN {report.input_shape} → {report.embedding_dim}: {report.parameters:,} parameters "
-                   f"({report.trainable_parameters:,} trainable)")
-        click.echo(f"batch {report.batch_size}: first step {report.compile_seconds:.1f} s (tracing"
-                   f"{' + XLA' if report.jit_compile else ''}, {report.precision}), "
-                   f"next step {report.step_seconds:.2f} s "
-                   f"({report.batch_size / report.step_seconds:.0f} samples/s); loss {report.loss:.4f}")
+        click.echo(
+            f"DPNN {report.input_shape} → {report.embedding_dim}: {report.parameters:,} parameters "
+            f"({report.trainable_parameters:,} trainable)"
+        )
+        click.echo(
+            f"batch {report.batch_size}: first step {report.compile_seconds:.1f} s (tracing"
+            f"{' + XLA' if report.jit_compile else ''}, {report.precision}), "
+            f"next step {report.step_seconds:.2f} s "
+            f"({report.batch_size / report.step_seconds:.0f} samples/s); loss {report.loss:.4f}"
+        )
         click.echo("statistics: " + ", ".join(f"{k} {v:.3f}" for k, v in report.statistics.items()))
         return
     result = training.fit(config, resume=resume, run_dir=run_dir, say=click.echo)
-    best = (f"; best validation P@k (mean of tag facets) {result.best_value:.4f} at epoch {result.best_epoch}"
-            if result.best_epoch else "")
+    best = (
+        f"; best validation P@k (mean of tag facets) {result.best_value:.4f} at epoch {result.best_epoch}"
+        if result.best_epoch
+        else ""
+    )
     click.echo(f"{result.epochs} epochs{' (stopped early)' if result.stopped_early else ''}{best}")
     click.echo(f"wrote {result.run_dir}")
 
 
 @main.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default=None,
-              help="Split to embed and search [default: evaluation.split of the run's config].")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
-@click.option("--match", type=click.Choice(["identical", "overlap"]), default=None,
-              help="Tag-facet relevance [default: evaluation.facet_match of the run's config].")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default=None,
+    help="Split to embed and search [default: evaluation.split of the run's config].",
+)
+@_checkpoint_option()
+@click.option(
+    "--match",
+    type=click.Choice(["identical", "overlap"]),
+    default=None,
+    help="Tag-facet relevance [default: evaluation.facet_match of the run's config].",
+)
 @click.option("--no-untrained", is_flag=True, help="Skip the untrained-model baseline and the difference column.")
 def evaluate_cmd(run_dir: Path, split, checkpoint, match, no_untrained: bool) -> None:
     """Precision@k per facet (genre, style, mood, theme, artist, album) of a run with bootstrap intervals,
     beside an untrained model (and the paired interval of the difference) and chance."""
     from msd_triplet import runs
 
-    report = runs.evaluate_run(run_dir, split=split, checkpoint=checkpoint, match=match,
-                               untrained=not no_untrained, say=click.echo)
-    click.echo(f"P@{report.k} on the {report.split} split ({report.tracks:,} tracks, {report.match} tag sets, "
-               f"{report.checkpoint}); {report.bootstrap.describe()}")
+    report = runs.evaluate_run(
+        run_dir, split=split, checkpoint=checkpoint, match=match, untrained=not no_untrained, say=click.echo
+    )
+    click.echo(
+        f"P@{report.k} on the {report.split} split ({report.tracks:,} tracks, {report.match} tag sets, "
+        f"{report.checkpoint}); {report.bootstrap.describe()}"
+    )
     click.echo(report.table)
     metrics, table, per_query = report.paths
     click.echo(f"wrote {metrics}, {table} and {per_query}")
 
 
 @main.command("demo")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("experiments/demo.yaml"), show_default=True, help="The demo experiment.")
-@click.option("--tracks", type=click.IntRange(min=60), default=None,
-              help="Tracks of a newly written data set [default: 2000].")
+@_config_option("The demo experiment.", required=False, default=Path("experiments/demo.yaml"), show_default=True)
+@click.option(
+    "--tracks", type=click.IntRange(min=60), default=None, help="Tracks of a newly written data set [default: 2000]."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes/threads for audio work.")
 def demo_cmd(config_path: Path, tracks, workers) -> None:
     """The whole pipeline on the synthetic data set: make data, prepare, fit, evaluate; one table."""
@@ -398,14 +512,26 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
     audio_bar, audio_progress = _progress_bar("rendering audio", unit="file")
     feature_bar, feature_progress = _progress_bar("extracting features")
     with audio_bar, feature_bar:
-        report = run_demo(config, tracks=tracks, workers=workers, say=click.echo, audio_progress=audio_progress,
-                          extraction_progress=feature_progress, verbose=2)
+        report = run_demo(
+            config,
+            tracks=tracks,
+            workers=workers,
+            say=click.echo,
+            audio_progress=audio_progress,
+            extraction_progress=feature_progress,
+            verbose=2,
+        )
     evaluation = report.evaluation
-    click.echo(f"\nP@{evaluation.k} on the {evaluation.split} split ({evaluation.tracks} tracks): trained, untrained, "
-               f"their difference, chance; {evaluation.bootstrap.describe()}")
+    click.echo(
+        f"\nP@{evaluation.k} on the {evaluation.split} split ({evaluation.tracks} tracks): trained, untrained, "
+        f"their difference, chance; {evaluation.bootstrap.describe()}"
+    )
     click.echo(evaluation.table)
-    click.echo("time: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items())
-               + f"; total {sum(report.seconds.values()):.0f} s")
+    click.echo(
+        "time: "
+        + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items())
+        + f"; total {sum(report.seconds.values()):.0f} s"
+    )
     click.echo(f"wrote {report.run_dir} (SavedModel in {report.export_dir})")
     click.echo(f"listen to the neighbours and see the map: msd-triplet serve {report.run_dir}")
 
@@ -413,23 +539,29 @@ def demo_cmd(config_path: Path, tracks, workers) -> None:
 @main.command("export-savedmodel")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@_checkpoint_option()
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out.")
 def export_savedmodel_cmd(run_dir: Path, out: Path, checkpoint: str, overwrite: bool) -> None:
     """Export a run's model as a TensorFlow SavedModel (log-mel and raw-waveform signatures)."""
     from msd_triplet.export import export_savedmodel
 
     path = export_savedmodel(run_dir, out, checkpoint=checkpoint, overwrite=overwrite)
-    click.echo(f"wrote SavedModel (signatures serving_default = log_mel, waveform) to {path}; "
-               f"see {path / 'README.txt'}")
+    click.echo(
+        f"wrote SavedModel (signatures serving_default = log_mel, waveform) to {path}; see {path / 'README.txt'}"
+    )
 
 
 @main.command("probe")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--facet", type=click.Choice(["genre", "style", "mood", "theme"]), default="genre", show_default=True)
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Most epochs of the head (early stopping on the validation split).")
+@_checkpoint_option()
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Most epochs of the head (early stopping on the validation split).",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the head [default: the run's seed].")
 @click.option("--no-untrained", is_flag=True, help="Skip the untrained-model baseline.")
 def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_untrained: bool) -> None:
@@ -437,24 +569,38 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
     from msd_triplet.probe import probe_run
     from msd_triplet.runfolder import RunFolder
 
-    report = probe_run(run_dir, facet, checkpoint=checkpoint, epochs=epochs, seed=seed,
-                       untrained=not no_untrained, say=click.echo)
+    report = probe_run(
+        run_dir, facet, checkpoint=checkpoint, epochs=epochs, seed=seed, untrained=not no_untrained, say=click.echo
+    )
     click.echo(report.table)
     click.echo(f"wrote {RunFolder(run_dir).probe(facet)}")
 
 
 @main.command("embed")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "source", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A run folder, an exported SavedModel folder or a .keras file.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="embeddings.npy (+ .tracks.csv beside it) or embeddings.csv.")
+@click.option(
+    "--model",
+    "source",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A run folder, an exported SavedModel folder or a .keras file.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="embeddings.npy (+ .tracks.csv beside it) or embeddings.csv.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: usable CPUs].")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Which checkpoint of a run folder.")
-@click.option("--projector", "projector_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write TensorBoard Embedding Projector files here (needs --out X.npy).")
+@_checkpoint_option("Which checkpoint of a run folder.")
+@click.option(
+    "--projector",
+    "projector_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write TensorBoard Embedding Projector files here (needs --out X.npy).",
+)
 def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoint: str, projector_dir) -> None:
     """Embed audio files and folders (mp3, wav, flac, ogg, aiff) with a trained model."""
     from msd_triplet.embed import embed_files
@@ -463,10 +609,13 @@ def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoi
         raise click.BadParameter(f"{out}: --projector needs the .npy output (--out X.npy)", param_hint="--projector")
     bar, progress = _progress_bar("embedding", unit="file")
     with bar:
-        report = embed_files(paths, source, out, batch_size=batch_size, workers=workers, checkpoint=checkpoint,
-                             progress=progress)
-    click.echo(f"embedded {report.embedded:,} files, skipped {report.skipped:,} (reasons in "
-               f"{report.skipped_manifest}) in {report.seconds:.1f} s")
+        report = embed_files(
+            paths, source, out, batch_size=batch_size, workers=workers, checkpoint=checkpoint, progress=progress
+        )
+    click.echo(
+        f"embedded {report.embedded:,} files, skipped {report.skipped:,} (reasons in "
+        f"{report.skipped_manifest}) in {report.seconds:.1f} s"
+    )
     click.echo(f"wrote {report.out}" + (f" and {report.tracks}" if report.tracks != report.out else ""))
     if projector_dir is not None and report.embedded:
         from msd_triplet.projector import write_files_projector
@@ -478,9 +627,8 @@ def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoi
 @main.command("projector")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
-@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
-              show_default=True)
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@_split_option("Tracks to write.")
+@_checkpoint_option()
 def projector_cmd(run_dir: Path, out: Path, split: str, checkpoint: str) -> None:
     """TensorBoard Embedding Projector files of a run's split: vectors, names and tags of every facet."""
     from msd_triplet.projector import write_run_projector
@@ -491,12 +639,16 @@ def projector_cmd(run_dir: Path, out: Path, split: str, checkpoint: str) -> None
 
 @main.command("similar")
 @click.argument("query")
-@click.option("--index", "run_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="A run folder: its model embeds the query and the tracks searched.")
+@click.option(
+    "--index",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A run folder: its model embeds the query and the tracks searched.",
+)
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Tracks to list.")
-@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
-              show_default=True, help="Tracks to search among.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@_split_option("Tracks to search among.")
+@_checkpoint_option()
 def similar_cmd(query: str, run_dir: Path, n: int, split: str, checkpoint: str) -> None:
     """The tracks most similar to QUERY (a track id of the prepared data, or an audio file)."""
     from msd_triplet.embed import similar
@@ -507,17 +659,31 @@ def similar_cmd(query: str, run_dir: Path, n: int, split: str, checkpoint: str) 
 
 @main.command("serve")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; anything but loopback exposes the run's audio to the network.")
-@click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True,
-              help="TCP port (0: any free port).")
-@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
-              show_default=True, help="Tracks to search, play and map.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
-@click.option("-n", "n", type=click.IntRange(min=1, max=100), default=10, show_default=True,
-              help="Neighbours per query.")
-@click.option("--max-upload-mb", type=click.IntRange(min=1, max=2048), default=50, show_default=True,
-              help="Largest audio upload accepted.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; anything but loopback exposes the run's audio to the network.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=8765,
+    show_default=True,
+    help="TCP port (0: any free port).",
+)
+@_split_option("Tracks to search, play and map.")
+@_checkpoint_option()
+@click.option(
+    "-n", "n", type=click.IntRange(min=1, max=100), default=10, show_default=True, help="Neighbours per query."
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.IntRange(min=1, max=2048),
+    default=50,
+    show_default=True,
+    help="Largest audio upload accepted.",
+)
 def serve_cmd(run_dir: Path, host: str, port: int, split: str, checkpoint: str, n: int, max_upload_mb: int) -> None:
     """Listen to a run's neighbours in a browser: track search, uploads, a map of the split, the metrics."""
     from msd_triplet.browse import RunBrowser
@@ -527,16 +693,21 @@ def serve_cmd(run_dir: Path, host: str, port: int, split: str, checkpoint: str, 
         click.echo(f"warning: listening on {host}: anyone who can reach it can play the run's audio", err=True)
     browser = RunBrowser(run_dir, split=split, checkpoint=checkpoint, say=click.echo)
     browser.warm_up()
-    serve(browser, host=host, port=port, say=click.echo, neighbours=n, max_upload_bytes=max_upload_mb * 2 ** 20)
+    serve(browser, host=host, port=port, say=click.echo, neighbours=n, max_upload_bytes=max_upload_mb * 2**20)
 
 
 @main.command("grid")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Experiment YAML with a grid section, e.g. experiments/demo-grid.yaml.")
-@click.option("--only", default=None, metavar="COMBINATION:K",
-              help="Run one cell (for every seed), e.g. genres-moods:160.")
-@click.option("--compare", "paper_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="The paper's numbers (experiments/paper_table2.csv): write compare.md beside the results.")
+@_config_option("Experiment YAML with a grid section, e.g. experiments/demo-grid.yaml.")
+@click.option(
+    "--only", default=None, metavar="COMBINATION:K", help="Run one cell (for every seed), e.g. genres-moods:160."
+)
+@click.option(
+    "--compare",
+    "paper_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The paper's numbers (experiments/paper_table2.csv): write compare.md beside the results.",
+)
 def grid_cmd(config_path: Path, only, paper_path) -> None:
     """Train and evaluate every tag-set combination × LSI size × seed of the grid (paper Table II), with
     intervals; test the paper's claims; resumable."""
@@ -554,10 +725,10 @@ def grid_cmd(config_path: Path, only, paper_path) -> None:
 
 
 @main.command("ablate")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Experiment YAML with an ablation section, e.g. experiments/demo-ablation.yaml.")
-@click.option("--only", default=None, metavar="SOURCE:MINING",
-              help="Run one cell (for every seed), e.g. jaccard:batch_all.")
+@_config_option("Experiment YAML with an ablation section, e.g. experiments/demo-ablation.yaml.")
+@click.option(
+    "--only", default=None, metavar="SOURCE:MINING", help="Run one cell (for every seed), e.g. jaccard:batch_all."
+)
 def ablate_cmd(config_path: Path, only) -> None:
     """Compare triplet-selection rules: relatedness source (LSI, Jaccard, main genre, artist) × mining,
     on identical data, model, budget and seeds, with intervals; resumable."""
@@ -565,8 +736,7 @@ def ablate_cmd(config_path: Path, only) -> None:
     from msd_triplet.config import load_config
 
     config = load_config(config_path)
-    report = ablation.run_ablation(config, only=ablation.parse_only(only, config) if only else None,
-                                   say=click.echo)
+    report = ablation.run_ablation(config, only=ablation.parse_only(only, config) if only else None, say=click.echo)
     path = report.folder / "ablation.md"
     if path in report.written:
         click.echo(path.read_text(encoding="utf-8"))

@@ -30,9 +30,7 @@ from msd_triplet.tagnames import TAG_SETS, parse_combination  # TAG_SETS re-expo
 
 # The paper's artist-stratified split sizes (section VI): train / validation / test.
 PAPER_SPLIT_SIZES: tuple[int, int, int] = (122_766, 6_461, 14_358)
-PAPER_SPLIT_PROPORTIONS: tuple[float, float, float] = tuple(
-    n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES
-)
+PAPER_SPLIT_PROPORTIONS: tuple[float, float, float] = tuple(n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES)
 
 
 @dataclass(frozen=True)
@@ -207,12 +205,12 @@ class TrainingConfig:
         if self.batch_size < 2:
             raise ConfigError(f"training.batch_size: a triplet needs >= 2 tracks, got {self.batch_size}")
         if self.batch_composition == "related" and not 2 <= self.group_size <= self.batch_size:
-            raise ConfigError(f"training.group_size: with related batches it must lie between 2 and "
-                              f"training.batch_size ({self.batch_size}), got {self.group_size}")
-        if self.early_stopping_patience < 0:
             raise ConfigError(
-                f"training.early_stopping_patience: must be >= 0, got {self.early_stopping_patience}"
+                f"training.group_size: with related batches it must lie between 2 and "
+                f"training.batch_size ({self.batch_size}), got {self.group_size}"
             )
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"training.early_stopping_patience: must be >= 0, got {self.early_stopping_patience}")
 
 
 @dataclass(frozen=True)
@@ -237,11 +235,14 @@ class EvaluationConfig:
         _check_positive("evaluation.k", self.k)
         _check_positive("evaluation.chunk_size", self.chunk_size)
         if self.bootstrap_resamples < 100:
-            raise ConfigError(f"evaluation.bootstrap_resamples: must be >= 100 (1,000 or more for a 95 % "
-                              f"interval), got {self.bootstrap_resamples}")
+            raise ConfigError(
+                f"evaluation.bootstrap_resamples: must be >= 100 (1,000 or more for a 95 % "
+                f"interval), got {self.bootstrap_resamples}"
+            )
         if not 0 < self.confidence < 1:
-            raise ConfigError(f"evaluation.confidence: must lie strictly between 0 and 1 (e.g. 0.95), "
-                              f"got {self.confidence}")
+            raise ConfigError(
+                f"evaluation.confidence: must lie strictly between 0 and 1 (e.g. 0.95), got {self.confidence}"
+            )
 
 
 @dataclass(frozen=True)
@@ -278,10 +279,12 @@ def mining_variant(text: str) -> tuple[str, int]:
     """
     allowed = typing.get_args(typing.get_type_hints(LossConfig)["mining"])
     mining, plus, suffix = str(text).partition("+")
-    warmup = suffix[len("warmup"):] if suffix.startswith("warmup") else ""
+    warmup = suffix[len("warmup") :] if suffix.startswith("warmup") else ""
     if mining not in allowed or (plus and not (warmup.isdigit() and int(warmup) >= 1)):
-        raise ConfigError(f"unknown mining {text!r} (allowed: {', '.join(allowed)}, each optionally with "
-                          "+warmupN: N epochs of batch_all first, e.g. batch_hard+warmup3)")
+        raise ConfigError(
+            f"unknown mining {text!r} (allowed: {', '.join(allowed)}, each optionally with "
+            "+warmupN: N epochs of batch_all first, e.g. batch_hard+warmup3)"
+        )
     return mining, int(warmup) if plus else 0
 
 
@@ -320,7 +323,9 @@ class AblationConfig:
         except ConfigError:
             source = None
         if source not in SOURCES:
-            raise ConfigError(f"ablation.reference: expected SOURCE:MINING such as lsi:batch_hard, got {self.reference!r}")
+            raise ConfigError(
+                f"ablation.reference: expected SOURCE:MINING such as lsi:batch_hard, got {self.reference!r}"
+            )
         if len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds):
             raise ConfigError(f"ablation.seeds: seeds must be distinct and >= 0, got {list(self.seeds)}")
 
@@ -390,15 +395,19 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError as exc:
         line = exc.object.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}: byte {exc.start} (line {line}, 0x{exc.object[exc.start]:02x}) is not UTF-8; "
-                          "a config file must be UTF-8 text (YAML)") from None
+        raise ConfigError(
+            f"{path}: byte {exc.start} (line {line}, 0x{exc.object[exc.start]:02x}) is not UTF-8; "
+            "a config file must be UTF-8 text (YAML)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.reader.ReaderError as exc:  # valid UTF-8, but control characters: a binary file
-        raise ConfigError(f"{path}: character {exc.position} (#x{exc.character:04x}) is not allowed in YAML; "
-                          "a config file must be UTF-8 text (YAML)") from None
+        raise ConfigError(
+            f"{path}: character {exc.position} (#x{exc.character:04x}) is not allowed in YAML; "
+            "a config file must be UTF-8 text (YAML)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -445,9 +454,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(names)}){hint}"
-            )
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(names)}){hint}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
     try:
         return cls(**kwargs)
@@ -472,13 +479,12 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
                 return _coerce(hint_i, value, key, source)
             except ConfigError:
                 pass
-        raise ConfigError(f"{source}: '{key}' must be {' or '.join(_expected(a) for a in inner)}, "
-                          f"got {_describe(value)}")
+        raise ConfigError(
+            f"{source}: '{key}' must be {' or '.join(_expected(a) for a in inner)}, got {_describe(value)}"
+        )
     if origin is Literal:
         if value not in args:
-            raise ConfigError(
-                f"{source}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}"
-            )
+            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -521,8 +527,7 @@ def _check_positive(key: str, value: float) -> None:
 def _check_run_name(name: str) -> None:
     """``name`` becomes one folder under ``training.runs`` (and ``grid.folder``): it must not leave it."""
     if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-        raise ConfigError(f"name: must be one folder name (not empty, '.' or '..'; no '/', '\\' or NUL), "
-                          f"got {name!r}")
+        raise ConfigError(f"name: must be one folder name (not empty, '.' or '..'; no '/', '\\' or NUL), got {name!r}")
 
 
 def _check_tag_sets(key: str, names: tuple[str, ...]) -> None:

@@ -19,14 +19,21 @@ from msd_triplet.runfolder import RunFolder
 @dataclass
 class DemoReport:
     run_dir: Path
-    seconds: dict[str, float] = field(default_factory=dict)   # stage → wall seconds
-    evaluation: object = None                                 # runs.RunEvaluation
+    seconds: dict[str, float] = field(default_factory=dict)  # stage → wall seconds
+    evaluation: object = None  # runs.RunEvaluation
     export_dir: Optional[Path] = None
 
 
-def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[int] = None,
-             say: Callable[[str], None] = print, audio_progress=None, extraction_progress=None,
-             verbose: int = 1) -> DemoReport:
+def run_demo(
+    config: Config,
+    *,
+    tracks: Optional[int] = None,
+    workers: Optional[int] = None,
+    say: Callable[[str], None] = print,
+    audio_progress=None,
+    extraction_progress=None,
+    verbose: int = 1,
+) -> DemoReport:
     """Run every stage for ``config`` (the demo config) and return the timings and the evaluation."""
     from msd_triplet import runs, synthetic, training
     from msd_triplet.prepare import prepare_dataset
@@ -45,8 +52,9 @@ def run_demo(config: Config, *, tracks: Optional[int] = None, workers: Optional[
 
     started = time.perf_counter()
     say("[2/5] prepare: tags, filter, features, splits")
-    prepare_dataset(config, workers=workers, progress=lambda line: say(f"      {line}"),
-                    extraction_progress=extraction_progress)
+    prepare_dataset(
+        config, workers=workers, progress=lambda line: say(f"      {line}"), extraction_progress=extraction_progress
+    )
     report.seconds["prepare"] = time.perf_counter() - started
 
     started = time.perf_counter()

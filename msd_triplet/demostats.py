@@ -54,8 +54,9 @@ def pair_statistics(sets: Sequence, albums: Sequence, artists: Sequence) -> dict
 def _nmi(a: Sequence, b: Sequence) -> float:
     from sklearn.metrics import normalized_mutual_info_score
 
-    return round(float(normalized_mutual_info_score(pd.factorize(pd.Series(list(a)))[0],
-                                                    pd.factorize(pd.Series(list(b)))[0])), 4)
+    return round(
+        float(normalized_mutual_info_score(pd.factorize(pd.Series(list(a)))[0], pd.factorize(pd.Series(list(b)))[0])), 4
+    )
 
 
 def cross_set_topics(tracks: Sequence, k: int = 10, top: int = 8) -> dict:
@@ -74,8 +75,11 @@ def cross_set_topics(tracks: Sequence, k: int = 10, top: int = 8) -> dict:
         sets = sorted({tags[i][0] for i in strongest}, key=SETS.index)
         spans.append(len(sets))
         examples[str(topic)] = [f"{tags[i][1]} ({tags[i][0]})" for i in strongest]
-    return {"topics": len(spans), "spanning_two_or_more_sets": int(sum(n >= 2 for n in spans)),
-            "strongest_tags": examples}
+    return {
+        "topics": len(spans),
+        "spanning_two_or_more_sets": int(sum(n >= 2 for n in spans)),
+        "strongest_tags": examples,
+    }
 
 
 def world_statistics(catalogue: Sequence) -> dict:
@@ -88,15 +92,23 @@ def world_statistics(catalogue: Sequence) -> dict:
     for s in SETS:
         sets = [t.tags[s] for t in tracks]
         counts = pd.Series([x for tags in sets for x in tags]).value_counts()
-        facets[s] = {"tags": int(len(counts)), "tags_per_track_mean": round(float(np.mean([len(x) for x in sets])), 2),
-                     "most_common_tag_share": round(float(counts.iloc[0] / len(tracks)), 4),
-                     **pair_statistics(sets, albums, artists)}
+        facets[s] = {
+            "tags": int(len(counts)),
+            "tags_per_track_mean": round(float(np.mean([len(x) for x in sets])), 2),
+            "most_common_tag_share": round(float(counts.iloc[0] / len(tracks)), 4),
+            **pair_statistics(sets, albums, artists),
+        }
     moods, themes, styles = ([t.tags[s] for t in tracks] for s in ("moods", "themes", "styles"))
     return {
-        "usable_tracks": len(tracks), "usable_albums": len(set(albums)), "usable_artists": len(set(artists)),
+        "usable_tracks": len(tracks),
+        "usable_albums": len(set(albums)),
+        "usable_artists": len(set(artists)),
         "facets": facets,
         "normalised_mutual_information": {
-            "main_genre_vs_mood_set": _nmi(main_genre, moods), "main_genre_vs_theme_set": _nmi(main_genre, themes),
-            "style_set_vs_mood_set": _nmi(styles, moods), "mood_set_vs_theme_set": _nmi(moods, themes)},
+            "main_genre_vs_mood_set": _nmi(main_genre, moods),
+            "main_genre_vs_theme_set": _nmi(main_genre, themes),
+            "style_set_vs_mood_set": _nmi(styles, moods),
+            "mood_set_vs_theme_set": _nmi(moods, themes),
+        },
         "lsi_all_four_sets": cross_set_topics(tracks),
     }

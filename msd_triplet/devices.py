@@ -94,8 +94,7 @@ def resolve_jit_compile(setting: bool | str, gpus: int | None = None) -> bool:
 
 
 #: The ``TF_CONFIG`` example the errors show.
-TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                     '"task": {"type": "worker", "index": 0}}')
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 #: The ``TF_CONFIG`` task types that train (a parameter server or an evaluator does not).
 TRAINING_TASKS = ("chief", "worker")
 
@@ -126,8 +125,10 @@ def cluster_task(environ: Mapping[str, str] | None = None) -> ClusterTask:
     environ = os.environ if environ is None else environ
 
     def wrong(what: str) -> ConfigError:
-        return ConfigError(f"training.distribution multi_worker: TF_CONFIG {what}; set it on every worker, e.g. "
-                           f"TF_CONFIG='{TF_CONFIG_EXAMPLE}' with this worker's index")
+        return ConfigError(
+            f"training.distribution multi_worker: TF_CONFIG {what}; set it on every worker, e.g. "
+            f"TF_CONFIG='{TF_CONFIG_EXAMPLE}' with this worker's index"
+        )
 
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
@@ -140,8 +141,11 @@ def cluster_task(environ: Mapping[str, str] | None = None) -> ClusterTask:
     if not isinstance(cluster, dict) or not cluster:
         raise wrong('has no "cluster" (a mapping of job names to lists of "host:port")')
     for job, addresses in cluster.items():
-        if (not isinstance(addresses, list) or not addresses
-                or not all(isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses)):
+        if (
+            not isinstance(addresses, list)
+            or not addresses
+            or not all(isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses)
+        ):
             raise wrong(f'cluster "{job}" must be a non-empty list of "host:port" strings, got {addresses!r}')
     sizes = {job: len(cluster.get(job, [])) for job in TRAINING_TASKS}
     if sizes["chief"] > 1:
@@ -152,8 +156,11 @@ def cluster_task(environ: Mapping[str, str] | None = None) -> ClusterTask:
     if kind not in TRAINING_TASKS:
         raise wrong(f"task type {kind!r}: this process must be a chief or worker task")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < sizes[kind]:
-        raise wrong(f"task index {index!r}: cluster \"{kind}\" has {sizes[kind]} task(s), indices 0-{sizes[kind] - 1}"
-                    if sizes[kind] else f'task type "{kind}" is not in the cluster')
+        raise wrong(
+            f'task index {index!r}: cluster "{kind}" has {sizes[kind]} task(s), indices 0-{sizes[kind] - 1}'
+            if sizes[kind]
+            else f'task type "{kind}" is not in the cluster'
+        )
     chief = kind == "chief" or (sizes["chief"] == 0 and index == 0)
     return ClusterTask(kind, index, sizes["chief"] + sizes["worker"], chief)
 
@@ -202,9 +209,11 @@ def distribution_strategy(kind: str):
         except (RuntimeError, ValueError) as exc:
             if "collective ops" not in str(exc).lower():
                 raise
-            raise ConfigError(f"training.distribution multi_worker: TensorFlow can join a cluster only once per "
-                              f"process and before it runs anything else ({exc}); start one fresh process per "
-                              "run and worker, e.g. `msd-triplet fit`") from None
+            raise ConfigError(
+                f"training.distribution multi_worker: TensorFlow can join a cluster only once per "
+                f"process and before it runs anything else ({exc}); start one fresh process per "
+                "run and worker, e.g. `msd-triplet fit`"
+            ) from None
     return tf.distribute.get_strategy()
 
 
@@ -212,5 +221,6 @@ def is_multi_worker(strategy) -> bool:
     """Whether ``strategy`` spans several processes (a ``MultiWorkerMirroredStrategy`` with a cluster)."""
     import tensorflow as tf
 
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and bool(strategy.cluster_resolver.cluster_spec().as_dict()))
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        strategy.cluster_resolver.cluster_spec().as_dict()
+    )

@@ -60,16 +60,20 @@ def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
         config_path = source / "msd_triplet_config.yaml"
         features = load_config(config_path).features if config_path.is_file() else FeatureConfig()
         function = loaded.signatures["serving_default"]
-        return Embedder(lambda x: next(iter(function(tf.constant(x)).values())).numpy(), features,
-                        f"SavedModel {source}")
+        return Embedder(
+            lambda x: next(iter(function(tf.constant(x)).values())).numpy(), features, f"SavedModel {source}"
+        )
     if source.suffix == ".keras" and source.is_file():
         import keras  # importing msd_triplet registered the custom objects
 
         model = keras.models.load_model(source, compile=False)
-        return Embedder(lambda x: np.asarray(model.predict_on_batch(x)), _keras_file_features(source, model),
-                        f"model {source}")
-    raise MsdTripletError(f"{source}: not a model; give a run folder (with config.yaml), an exported SavedModel "
-                          "folder (with saved_model.pb) or a .keras file")
+        return Embedder(
+            lambda x: np.asarray(model.predict_on_batch(x)), _keras_file_features(source, model), f"model {source}"
+        )
+    raise MsdTripletError(
+        f"{source}: not a model; give a run folder (with config.yaml), an exported SavedModel "
+        "folder (with saved_model.pb) or a .keras file"
+    )
 
 
 def _keras_file_features(source: Path, model) -> FeatureConfig:
@@ -82,12 +86,18 @@ def _keras_file_features(source: Path, model) -> FeatureConfig:
     features = FeatureConfig()
     expected = tuple(audio.feature_shape(features))
     if tuple(model.input_shape[1:3]) != expected:
-        raise MsdTripletError(f"{source}: the model takes log-mel input {tuple(model.input_shape[1:3])}, the default "
-                              f"features give {expected}; give the run folder or the exported SavedModel, which "
-                              "hold the feature settings")
-    warnings.warn(f"{source}: a .keras file holds no feature settings; assuming the defaults (features: of "
-                  "msd_triplet.config.FeatureConfig). Give the run folder or the exported SavedModel instead to "
-                  "use the settings the model was trained with", UserWarning, stacklevel=3)
+        raise MsdTripletError(
+            f"{source}: the model takes log-mel input {tuple(model.input_shape[1:3])}, the default "
+            f"features give {expected}; give the run folder or the exported SavedModel, which "
+            "hold the feature settings"
+        )
+    warnings.warn(
+        f"{source}: a .keras file holds no feature settings; assuming the defaults (features: of "
+        "msd_triplet.config.FeatureConfig). Give the run folder or the exported SavedModel instead to "
+        "use the settings the model was trained with",
+        UserWarning,
+        stacklevel=3,
+    )
     return features
 
 
@@ -111,16 +121,23 @@ def find_audio(paths: Sequence[str | Path]) -> list[Path]:
 @dataclass
 class EmbedReport:
     out: Path
-    tracks: Path                 # the list of embedded files, in row order
+    tracks: Path  # the list of embedded files, in row order
     skipped_manifest: Path
     embedded: int
     skipped: int
     seconds: float
 
 
-def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path, *, batch_size: int = 32,
-                workers: Optional[int] = None, checkpoint: str = "best",
-                progress: Optional[Callable[[int, int], None]] = None) -> EmbedReport:
+def embed_files(
+    paths: Sequence[str | Path],
+    source: str | Path,
+    out: str | Path,
+    *,
+    batch_size: int = 32,
+    workers: Optional[int] = None,
+    checkpoint: str = "best",
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> EmbedReport:
     """Embed audio files (and folders) with a model source; write ``out`` (.npy or .csv).
 
     ``.npy``: float32 [N, d], and ``<out>.tracks.csv`` (row, path) beside it.
@@ -147,14 +164,16 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
     started = time.perf_counter()
     vectors, kept, skipped = [], [], []
     done = 0
-    for batch in decoded_batches([str(f) for f in files], np.arange(len(files)), embedder.features,
-                                 workers or default_workers(), batch_size):
+    for batch in decoded_batches(
+        [str(f) for f in files], np.arange(len(files)), embedder.features, workers or default_workers(), batch_size
+    ):
         good = batch.kinds == ""
         if good.any():
             vectors.append(embedder.embed(batch.log_mel[good][..., None]))
             kept.extend(files[i] for i in batch.rows[good])
-        skipped.extend((str(files[i]), k, m) for i, k, m in zip(batch.rows[~good], batch.kinds[~good],
-                                                                batch.messages[~good]))
+        skipped.extend(
+            (str(files[i]), k, m) for i, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
+        )
         done += len(batch.rows)
         if progress:
             progress(done, len(files))
@@ -168,14 +187,17 @@ def embed_files(paths: Sequence[str | Path], source: str | Path, out: str | Path
     atomic_write_text(manifest, text.getvalue())
     if not kept:
         kinds = pd.Series([k for _, k, _ in skipped]).value_counts()
-        raise DataError(f"nothing embedded: {len(files)} file{'s' * (len(files) != 1)} given, none readable "
-                        f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); see {manifest}")
+        raise DataError(
+            f"nothing embedded: {len(files)} file{'s' * (len(files) != 1)} given, none readable "
+            f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); see {manifest}"
+        )
     embeddings = np.concatenate(vectors).astype(np.float32)
     if out.suffix == ".npy":
         with atomic_path(out, ".npy") as tmp:
             np.save(tmp, embeddings)
-        atomic_write_text(tracks, pd.DataFrame({"row": range(len(kept)), "path": list(map(str, kept))})
-                          .to_csv(index=False))
+        atomic_write_text(
+            tracks, pd.DataFrame({"row": range(len(kept)), "path": list(map(str, kept))}).to_csv(index=False)
+        )
     else:
         frame = pd.DataFrame(embeddings, columns=[f"e{j}" for j in range(embeddings.shape[1])])
         frame.insert(0, "path", list(map(str, kept)))
@@ -193,8 +215,9 @@ def _check_writable(out: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         sibling_temp(out).unlink()
     except OSError as exc:
-        raise DataError(f"{folder}: cannot write the output there ({exc.strerror or exc}); "
-                        "choose another --out") from None
+        raise DataError(
+            f"{folder}: cannot write the output there ({exc.strerror or exc}); choose another --out"
+        ) from None
 
 
 # --------------------------------------------------------------------------- similar
@@ -267,7 +290,14 @@ def similar(query: str, run: str | Path, *, n: int = 10, split: str = "test", ch
     for rank, i in enumerate(order, start=1):
         position = where[ids[i]]
         track = prepared.tracks.iloc[position]
-        rows.append({"rank": rank, "track_id": ids[i], "distance": float(distances[i]),
-                     "artist_id": track["artist_id"], "album_id": track["album_id"],
-                     **{s: _tags_of(prepared, position, s) for s in ("genres", "styles", "moods")}})
+        rows.append(
+            {
+                "rank": rank,
+                "track_id": ids[i],
+                "distance": float(distances[i]),
+                "artist_id": track["artist_id"],
+                "album_id": track["album_id"],
+                **{s: _tags_of(prepared, position, s) for s in ("genres", "styles", "moods")},
+            }
+        )
     return pd.DataFrame(rows)

@@ -43,8 +43,16 @@ if TYPE_CHECKING:
     from msd_triplet.prepare import PreparedData
 
 __all__ = [
-    "FACET_MATCHES", "FACET_TAG_SETS", "Facet", "chance_precision", "evaluate_embeddings",
-    "facets_from_prepared", "format_results", "nearest_neighbours", "per_query_precision", "precision_at_k",
+    "FACET_MATCHES",
+    "FACET_TAG_SETS",
+    "Facet",
+    "chance_precision",
+    "evaluate_embeddings",
+    "facets_from_prepared",
+    "format_results",
+    "nearest_neighbours",
+    "per_query_precision",
+    "precision_at_k",
     "split_rows",
 ]
 
@@ -55,7 +63,7 @@ FACET_ID_COLUMNS = {"artist": "artist_id", "album": "album_id"}
 FACET_MATCHES = ("identical", "overlap")
 
 _QUERY_BLOCK = 4_096  # queries per step when looking up relevance
-_CHANCE_WORDS = 2 ** 22  # uint64 words gathered per batch for the overlap chance level
+_CHANCE_WORDS = 2**22  # uint64 words gathered per batch for the overlap chance level
 
 
 # ---------------------------------------------------------------------------
@@ -161,8 +169,10 @@ def facets_from_prepared(prepared: PreparedData, rows: Any, match: str = "identi
     rows = np.asarray(rows)
     total = len(prepared.tracks)
     if rows.ndim != 1 or (rows.size and (rows.dtype.kind not in "iu" or rows.min() < 0 or rows.max() >= total)):
-        raise ArgumentError(f"rows: expected a 1-D array of integer positions in 0..{total - 1}, "
-                            f"got shape {rows.shape} dtype {rows.dtype}")
+        raise ArgumentError(
+            f"rows: expected a 1-D array of integer positions in 0..{total - 1}, "
+            f"got shape {rows.shape} dtype {rows.dtype}"
+        )
     facets = {}
     for name, tagset in FACET_TAG_SETS.items():
         if tagset in prepared.matrices:
@@ -184,12 +194,14 @@ def per_query_precision(neighbours: np.ndarray, facet: Facet) -> np.ndarray:
     """
     neighbours = np.asarray(neighbours)
     if neighbours.ndim != 2 or neighbours.shape[0] != facet.size:
-        raise ArgumentError(f"neighbours: expected shape [{facet.size}, k] (one row per track of facet "
-                            f"{facet.name!r}), got {neighbours.shape}")
+        raise ArgumentError(
+            f"neighbours: expected shape [{facet.size}, k] (one row per track of facet "
+            f"{facet.name!r}), got {neighbours.shape}"
+        )
     out = np.full(facet.size, np.nan)
     queries = np.flatnonzero(facet.labelled)
     for i in range(0, len(queries), _QUERY_BLOCK):
-        q = queries[i:i + _QUERY_BLOCK]
+        q = queries[i : i + _QUERY_BLOCK]
         out[q] = facet.relevant(q, neighbours[q]).sum(axis=1) / neighbours.shape[1]
     return out
 
@@ -243,9 +255,16 @@ def _popcount(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(words.view(np.uint8), axis=1).sum(axis=1, dtype=np.int64)
 
 
-def evaluate_embeddings(embeddings: np.ndarray, facets: Mapping[str, Facet], k: int = 100,
-                        chunk_size: int = 4_096, *, bootstrap: Optional[BootstrapSettings] = None,
-                        clusters: Optional[np.ndarray] = None, return_per_query: bool = False):
+def evaluate_embeddings(
+    embeddings: np.ndarray,
+    facets: Mapping[str, Facet],
+    k: int = 100,
+    chunk_size: int = 4_096,
+    *,
+    bootstrap: Optional[BootstrapSettings] = None,
+    clusters: Optional[np.ndarray] = None,
+    return_per_query: bool = False,
+):
     """Precision@k, its bootstrap interval and chance per facet.
 
     Parameters
@@ -276,8 +295,14 @@ def evaluate_embeddings(embeddings: np.ndarray, facets: Mapping[str, Facet], k: 
     for name, facet in facets.items():
         values = per_query[name] = per_query_precision(neighbours, facet)
         low, high = bootstrap.interval(values, clusters)
-        results[name] = {"precision": mean_of(values), "ci_low": low, "ci_high": high,
-                         "chance": chance_precision(facet), "queries": int(facet.labelled.sum()), "k": int(k)}
+        results[name] = {
+            "precision": mean_of(values),
+            "ci_low": low,
+            "ci_high": high,
+            "chance": chance_precision(facet),
+            "queries": int(facet.labelled.sum()),
+            "k": int(k),
+        }
     return (results, per_query) if return_per_query else results
 
 
@@ -289,13 +314,19 @@ def _check_finite(embeddings: Any) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
-        raise ArgumentError(f"embeddings: {len(rows)} of {len(x)} rows hold NaN or infinite values (e.g. row "
-                            f"{rows[0]}); the checkpoint may have diverged (look for a NaN loss in its metrics) - "
-                            "evaluate an earlier checkpoint or train again with a lower learning rate")
+        raise ArgumentError(
+            f"embeddings: {len(rows)} of {len(x)} rows hold NaN or infinite values (e.g. row "
+            f"{rows[0]}); the checkpoint may have diverged (look for a NaN loss in its metrics) - "
+            "evaluate an earlier checkpoint or train again with a lower learning rate"
+        )
 
 
-def format_results(results: Mapping[str, Mapping], untrained: Optional[Mapping[str, Mapping]] = None,
-                   difference: Optional[Mapping[str, Mapping]] = None, level: float = 0.95) -> str:
+def format_results(
+    results: Mapping[str, Mapping],
+    untrained: Optional[Mapping[str, Mapping]] = None,
+    difference: Optional[Mapping[str, Mapping]] = None,
+    level: float = 0.95,
+) -> str:
     """Markdown table: facet | P@k [CI] | untrained [CI] | trained − untrained [paired CI] | chance | queries.
 
     ``results``, ``untrained`` : as from :func:`evaluate_embeddings` (intervals shown when
@@ -310,8 +341,9 @@ def format_results(results: Mapping[str, Mapping], untrained: Optional[Mapping[s
     head += ["chance", "queries"]
 
     def figure(entry: Optional[Mapping], key: str = "precision", signed: bool = False) -> str:
-        return "" if entry is None else format_figure(entry[key], entry.get("ci_low"), entry.get("ci_high"),
-                                                      signed=signed)
+        return (
+            "" if entry is None else format_figure(entry[key], entry.get("ci_low"), entry.get("ci_high"), signed=signed)
+        )
 
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     marked = False

@@ -49,8 +49,9 @@ README = "README.txt"
 CONFIG = "msd_triplet_config.yaml"
 
 
-def export_savedmodel(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
-                      overwrite: bool = False) -> Path:
+def export_savedmodel(
+    run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best", overwrite: bool = False
+) -> Path:
     """Write the model of a run folder as a TensorFlow SavedModel with a log-mel and a waveform signature.
 
     Parameters
@@ -90,18 +91,26 @@ def export_savedmodel(run: str | os.PathLike, out: str | os.PathLike, *, checkpo
     archive.track(model)
     # The first endpoint added is also written as ``serving_default``. The TensorSpec names
     # become the signatures' input names; returning a dict names the output.
-    archive.add_endpoint(LOG_MEL, lambda log_mel: {EMBEDDING: model(log_mel, training=False)},
-                         input_signature=[tf.TensorSpec((None, bands, frames, 1), tf.float32, name=LOG_MEL)])
-    archive.add_endpoint(WAVEFORM, lambda waveform: {EMBEDDING: model(to_log_mel(waveform), training=False)},
-                         input_signature=[tf.TensorSpec((None, samples), tf.float32, name=WAVEFORM)])
+    archive.add_endpoint(
+        LOG_MEL,
+        lambda log_mel: {EMBEDDING: model(log_mel, training=False)},
+        input_signature=[tf.TensorSpec((None, bands, frames, 1), tf.float32, name=LOG_MEL)],
+    )
+    archive.add_endpoint(
+        WAVEFORM,
+        lambda waveform: {EMBEDDING: model(to_log_mel(waveform), training=False)},
+        input_signature=[tf.TensorSpec((None, samples), tf.float32, name=WAVEFORM)],
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = sibling_temp(out, ".tmp", folder=True)  # 0o777 & ~umask, as mkdir gives (mkdtemp: always 0700)
     try:
         archive.write_out(str(tmp), verbose=False)
         save_config(config, tmp / CONFIG)
-        atomic_write_text(tmp / README, _readme(config, run, loaded_checkpoint(run, checkpoint).name, out,
-                                                int(model.output_shape[-1])))
+        atomic_write_text(
+            tmp / README,
+            _readme(config, run, loaded_checkpoint(run, checkpoint).name, out, int(model.output_shape[-1])),
+        )
         _move_into_place(tmp, out)
     finally:
         if tmp.exists():
@@ -135,14 +144,18 @@ def _check_target(out: Path, run: Path, overwrite: bool) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
-        raise MsdTripletError(f"{out}: exists and is not empty; choose another folder, or replace the "
-                              "export in it with overwrite=True (--overwrite)")
+        raise MsdTripletError(
+            f"{out}: exists and is not empty; choose another folder, or replace the "
+            "export in it with overwrite=True (--overwrite)"
+        )
     resolved = out.resolve()
     if resolved == run.resolve() or resolved in run.resolve().parents:
         raise MsdTripletError(f"{out}: holds the run {run}; export into another folder")
     if not ((out / "saved_model.pb").is_file() and (out / CONFIG).is_file()):
-        raise MsdTripletError(f"{out}: does not hold an msd-triplet export (no saved_model.pb and {CONFIG}); "
-                              "refusing to replace it, choose another folder")
+        raise MsdTripletError(
+            f"{out}: does not hold an msd-triplet export (no saved_model.pb and {CONFIG}); "
+            "refusing to replace it, choose another folder"
+        )
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -215,8 +228,9 @@ In Keras: keras.layers.TFSMLayer("{out.resolve()}", call_endpoint="{WAVEFORM}").
 """
 
 
-def load_embedding_model(run_or_path: str | os.PathLike, *, checkpoint: str = "best",
-                         normalized: bool = True) -> keras.Model:
+def load_embedding_model(
+    run_or_path: str | os.PathLike, *, checkpoint: str = "best", normalized: bool = True
+) -> keras.Model:
     """The trained DPNN as an uncompiled Keras model whose output is the embedding.
 
     Parameters
@@ -247,9 +261,11 @@ def load_embedding_model(run_or_path: str | os.PathLike, *, checkpoint: str = "b
     source = Path(run_or_path)
     if source.is_dir():
         if (source / "saved_model.pb").is_file():
-            raise MsdTripletError(f"{source}: an exported SavedModel, not a Keras model; load it with "
-                                  f"tf.saved_model.load, or keras.layers.TFSMLayer(path, call_endpoint={LOG_MEL!r}), "
-                                  "or give the run folder it was exported from")
+            raise MsdTripletError(
+                f"{source}: an exported SavedModel, not a Keras model; load it with "
+                f"tf.saved_model.load, or keras.layers.TFSMLayer(path, call_endpoint={LOG_MEL!r}), "
+                "or give the run folder it was exported from"
+            )
         run_config(source)  # DataError naming the folder when it is not a run
         model = load_run_model(source, checkpoint)
     elif source.suffix == ".keras" and source.is_file():

@@ -49,6 +49,7 @@ SKIP_MANIFEST_COLUMNS = ("row", "track_id", "path", "kind", "message")
 
 # --------------------------------------------------------------------------- keys and layout
 
+
 def feature_params(features: FeatureConfig) -> dict[str, Any]:
     """Every parameter that changes the cached numbers (not where the cache lives)."""
     params = dataclasses.asdict(features)
@@ -70,6 +71,7 @@ def cache_dir(config: Config) -> Path:
     if not base.is_absolute():
         base = config.data.prepared_dir / base
     return base / cache_key(config.features)
+
 
 def _shard_bounds(n_rows: int, n_shards: int) -> np.ndarray:
     return np.array([i * n_rows // n_shards for i in range(n_shards + 1)], dtype=np.int64)
@@ -101,8 +103,10 @@ class Shard:
     def features(self, mode: str = "r") -> np.ndarray:
         array = np.load(self.directory / "features.npy", mmap_mode=mode)
         if array.shape != (self.rows, *self.shape) or array.dtype != np.float32:
-            raise DataError(f"{self.directory / 'features.npy'}: holds {array.dtype} {array.shape}, expected "
-                            f"float32 {(self.rows, *self.shape)}; delete {self.directory.parent} to rebuild")
+            raise DataError(
+                f"{self.directory / 'features.npy'}: holds {array.dtype} {array.shape}, expected "
+                f"float32 {(self.rows, *self.shape)}; delete {self.directory.parent} to rebuild"
+            )
         return array
 
     def writer(self) -> "RowWriter":
@@ -122,8 +126,10 @@ class Shard:
         if not path.exists():
             return {}
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        return {int(r) - self.start: (t, p, k, m) for r, t, p, k, m in frame[list(SKIP_MANIFEST_COLUMNS)].itertuples(
-            index=False)}
+        return {
+            int(r) - self.start: (t, p, k, m)
+            for r, t, p, k, m in frame[list(SKIP_MANIFEST_COLUMNS)].itertuples(index=False)
+        }
 
     def save_status(self, status: np.ndarray, skips: dict[int, tuple[str, str, str, str]]) -> None:
         rows = sorted(skips)
@@ -146,8 +152,9 @@ class RowWriter:
     def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             _, fortran_order, _ = read_header(f)
             self._offset = f.tell()
         if fortran_order:
@@ -161,8 +168,9 @@ class RowWriter:
         rows = np.asarray(rows, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float32)
         if values.shape != (len(rows), *self._shape):
-            raise ArgumentError(f"values: shape {values.shape} for {len(rows)} rows; "
-                                f"expected {(len(rows), *self._shape)}")
+            raise ArgumentError(
+                f"values: shape {values.shape} for {len(rows)} rows; expected {(len(rows), *self._shape)}"
+            )
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
             data = memoryview(values[start:stop]).cast("B")
@@ -200,24 +208,30 @@ class FeatureCache:
         self.directory = Path(directory)
         meta_path = self.directory / "cache.json"
         if not meta_path.is_file():
-            raise DataError(f"{self.directory}: no feature cache here (cache.json missing); "
-                            "run `msd-triplet prepare --config <your config>` to extract features")
+            raise DataError(
+                f"{self.directory}: no feature cache here (cache.json missing); "
+                "run `msd-triplet prepare --config <your config>` to extract features"
+            )
         try:
             self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
             tracks = pd.read_csv(self.directory / "tracks.csv", dtype=str, keep_default_na=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{self.directory}: cannot read the feature cache ({exc}); delete it to rebuild") from None
         if self.meta.get("format") != CACHE_FORMAT:
-            raise DataError(f"{meta_path}: cache format {self.meta.get('format')}, this version reads "
-                            f"{CACHE_FORMAT}; delete {self.directory} to rebuild")
+            raise DataError(
+                f"{meta_path}: cache format {self.meta.get('format')}, this version reads "
+                f"{CACHE_FORMAT}; delete {self.directory} to rebuild"
+            )
         self.track_ids = tracks["track_id"].to_numpy(dtype=str)
         self.audio_paths = tracks["audio_path"].to_numpy(dtype=str)
         self.shape = tuple(self.meta["shape"])
         n_shards = int(self.meta["shards"])
         bounds = _shard_bounds(len(self.track_ids), n_shards)
         self.bounds = bounds
-        self.shards = [Shard(self.directory / _shard_name(i, n_shards), int(bounds[i]), int(bounds[i + 1]),
-                              self.shape) for i in range(n_shards)]
+        self.shards = [
+            Shard(self.directory / _shard_name(i, n_shards), int(bounds[i]), int(bounds[i + 1]), self.shape)
+            for i in range(n_shards)
+        ]
         self._arrays: Optional[list[np.ndarray]] = None
         self._index: Optional[dict[str, int]] = None
 
@@ -230,8 +244,11 @@ class FeatureCache:
 
     def skipped(self) -> pd.DataFrame:
         """The skip manifest of all shards: row, track_id, path, kind, message."""
-        frames = [pd.read_csv(s.directory / "skipped.csv", dtype=str, keep_default_na=False)
-                  for s in self.shards if (s.directory / "skipped.csv").exists()]
+        frames = [
+            pd.read_csv(s.directory / "skipped.csv", dtype=str, keep_default_na=False)
+            for s in self.shards
+            if (s.directory / "skipped.csv").exists()
+        ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SKIP_MANIFEST_COLUMNS)
 
     def rows(self, track_ids: Sequence[str]) -> np.ndarray:
@@ -241,13 +258,16 @@ class FeatureCache:
         try:
             rows = np.fromiter((self._index[t] for t in track_ids), dtype=np.int64, count=len(track_ids))
         except KeyError as exc:
-            raise DataError(f"{self.directory}: track {exc.args[0]} is not in the feature cache; "
-                            "run `msd-triplet prepare` again") from None
+            raise DataError(
+                f"{self.directory}: track {exc.args[0]} is not in the feature cache; run `msd-triplet prepare` again"
+            ) from None
         status = self.status()[rows]
         if np.any(status != OK):
             bad = np.asarray(track_ids)[status != OK]
-            raise DataError(f"{self.directory}: {len(bad)} of the requested tracks have no features "
-                            f"(e.g. {bad[0]}: {'skipped' if status[status != OK][0] == SKIPPED else 'not extracted'})")
+            raise DataError(
+                f"{self.directory}: {len(bad)} of the requested tracks have no features "
+                f"(e.g. {bad[0]}: {'skipped' if status[status != OK][0] == SKIPPED else 'not extracted'})"
+            )
         return rows
 
     def read(self, rows: np.ndarray) -> np.ndarray:
@@ -264,23 +284,35 @@ class FeatureCache:
             out[order[sel]] = self._arrays[i][sorted_rows[sel] - self.bounds[i]]
         return out
 
-def open_or_create(directory: Path, track_ids: list[str], audio_paths: list[str], features: FeatureConfig,
-                    shard: Optional[tuple[int, int]]) -> FeatureCache:
+
+def open_or_create(
+    directory: Path,
+    track_ids: list[str],
+    audio_paths: list[str],
+    features: FeatureConfig,
+    shard: Optional[tuple[int, int]],
+) -> FeatureCache:
     """Open the cache at ``directory`` for this track list, creating or re-laying it out as needed."""
     if len(set(track_ids)) != len(track_ids):
-        raise ArgumentError(f"track_ids: {len(track_ids) - len(set(track_ids))} repeated among {len(track_ids)}; "
-                            "each track id must appear once")
+        raise ArgumentError(
+            f"track_ids: {len(track_ids) - len(set(track_ids))} repeated among {len(track_ids)}; "
+            "each track id must appear once"
+        )
     if (directory / "cache.json").is_file():
         cache = FeatureCache(directory)
         if cache.meta.get("key") != cache_key(features):
-            raise DataError(f"{directory}: built for other feature parameters (key {cache.meta.get('key')}, "
-                            f"these give {cache_key(features)}); point features.cache elsewhere or delete it")
+            raise DataError(
+                f"{directory}: built for other feature parameters (key {cache.meta.get('key')}, "
+                f"these give {cache_key(features)}); point features.cache elsewhere or delete it"
+            )
         if list(cache.track_ids) == track_ids:
             return cache
         if shard is not None:
-            raise DataError(f"{directory}: the cache holds another track list ({len(cache)} tracks, this run "
-                            f"{len(track_ids)}); shards must share one list: run prepare once without --shard "
-                            "to re-lay the cache out (extracted rows are kept), then start the shards")
+            raise DataError(
+                f"{directory}: the cache holds another track list ({len(cache)} tracks, this run "
+                f"{len(track_ids)}); shards must share one list: run prepare once without --shard "
+                "to re-lay the cache out (extracted rows are kept), then start the shards"
+            )
         return _relayout(cache, track_ids, audio_paths, features)
     staging = _staging(directory, "new")
     _create(staging, track_ids, audio_paths, features, shard[1] if shard else 1)
@@ -301,8 +333,9 @@ def _staging(directory: Path, what: str) -> Path:
     return directory.with_name(f".{directory.name}.{what}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
-def _create(directory: Path, track_ids: list[str], audio_paths: list[str], features: FeatureConfig,
-            n_shards: int) -> None:
+def _create(
+    directory: Path, track_ids: list[str], audio_paths: list[str], features: FeatureConfig, n_shards: int
+) -> None:
     directory.mkdir(parents=True)
     shape = audio.feature_shape(features)
     bounds = _shard_bounds(len(track_ids), n_shards)
@@ -311,13 +344,21 @@ def _create(directory: Path, track_ids: list[str], audio_paths: list[str], featu
     with atomic_path(directory / "tracks.csv") as tmp:
         pd.DataFrame({"track_id": track_ids, "audio_path": audio_paths}).to_csv(tmp, index=False)
     # cache.json last: its presence means the layout is complete
-    atomic_write_json(directory / "cache.json", {
-        "format": CACHE_FORMAT, "key": cache_key(features), "params": feature_params(features),
-        "shape": list(shape), "dtype": "float32", "tracks": len(track_ids), "shards": n_shards})
+    atomic_write_json(
+        directory / "cache.json",
+        {
+            "format": CACHE_FORMAT,
+            "key": cache_key(features),
+            "params": feature_params(features),
+            "shape": list(shape),
+            "dtype": "float32",
+            "tracks": len(track_ids),
+            "shards": n_shards,
+        },
+    )
 
 
-def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], features: FeatureConfig
-              ) -> FeatureCache:
+def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], features: FeatureConfig) -> FeatureCache:
     """A new layout for a changed track list, carrying over the rows already extracted or skipped."""
     staging = _staging(old.directory, "relayout")
     _create(staging, track_ids, audio_paths, features, len(old.shards))
@@ -327,7 +368,7 @@ def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], f
     old_skips = old.skipped()
     old_skip_by_id = {t: (k, m) for t, k, m in zip(old_skips["track_id"], old_skips["kind"], old_skips["message"])}
     for sh in new.shards:
-        ids = np.asarray(track_ids[sh.start:sh.stop])
+        ids = np.asarray(track_ids[sh.start : sh.stop])
         src = np.array([old_index.get(t, -1) for t in ids], dtype=np.int64)
         have = src >= 0
         status = np.zeros(sh.rows, np.int8)
@@ -337,8 +378,10 @@ def _relayout(old: FeatureCache, track_ids: list[str], audio_paths: list[str], f
             with sh.writer() as writer:
                 writer.write(done, old.read(src[done]))
                 writer.sync()
-        skips = {int(r): (ids[r], audio_paths[sh.start + r], *old_skip_by_id.get(ids[r], ("error", "")))
-                 for r in np.flatnonzero(status == SKIPPED)}
+        skips = {
+            int(r): (ids[r], audio_paths[sh.start + r], *old_skip_by_id.get(ids[r], ("error", "")))
+            for r in np.flatnonzero(status == SKIPPED)
+        }
         sh.save_status(status, skips)
     retired = _staging(old.directory, "retired")
     os.replace(old.directory, retired)

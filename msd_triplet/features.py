@@ -33,7 +33,6 @@ import pandas as pd
 from msd_triplet import audio
 from msd_triplet.config import Config, FeatureConfig
 from msd_triplet.errors import ArgumentError, AudioError, DataError
-from msd_triplet.fileio import atomic_path
 from msd_triplet.featurecache import (  # re-exported: the cache API
     OK,
     SKIPPED,
@@ -45,10 +44,27 @@ from msd_triplet.featurecache import (  # re-exported: the cache API
     feature_params,
     open_or_create,
 )
+from msd_triplet.fileio import atomic_path
 
-__all__ = ["OK", "SKIPPED", "TODO", "ExtractionReport", "FeatureCache", "cache_dir", "cache_key", "default_workers",
-           "DecodedBatch", "decoded_batches", "epoch_order", "extract_features", "extract_tracks", "feature_dataset",
-           "feature_params", "parse_shard", "steps_per_epoch"]
+__all__ = [
+    "OK",
+    "SKIPPED",
+    "TODO",
+    "ExtractionReport",
+    "FeatureCache",
+    "cache_dir",
+    "cache_key",
+    "default_workers",
+    "DecodedBatch",
+    "decoded_batches",
+    "epoch_order",
+    "extract_features",
+    "extract_tracks",
+    "feature_dataset",
+    "feature_params",
+    "parse_shard",
+    "steps_per_epoch",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -63,22 +79,24 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise ArgumentError(f"shard {text!r}: need 0 <= i < n, e.g. 0/4 .. 3/4")
     return i, n
 
+
 # --------------------------------------------------------------------------- extraction
+
 
 @dataclass
 class ExtractionReport:
     """What one :func:`extract_features` call did."""
 
     directory: Path
-    total: int                 # rows of the cache (all shards)
-    shards: list[int]          # the shards this call worked on
-    extracted: int = 0         # rows decoded by this call
-    skipped_now: int = 0       # rows skipped by this call
-    silent_now: int = 0        # rows of this call whose segment is all zeros (kept: finite features)
+    total: int  # rows of the cache (all shards)
+    shards: list[int]  # the shards this call worked on
+    extracted: int = 0  # rows decoded by this call
+    skipped_now: int = 0  # rows skipped by this call
+    silent_now: int = 0  # rows of this call whose segment is all zeros (kept: finite features)
     seconds: float = 0.0
-    ok: int = 0                # rows with features, over the whole cache
-    skipped: int = 0           # rows skipped, over the whole cache
-    todo: int = 0              # rows still to extract, over the whole cache
+    ok: int = 0  # rows with features, over the whole cache
+    skipped: int = 0  # rows skipped, over the whole cache
+    todo: int = 0  # rows still to extract, over the whole cache
     kinds: dict[str, int] = field(default_factory=dict)  # skipped rows per AudioError kind, whole cache
 
     @property
@@ -103,10 +121,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def extract_features(track_ids: Sequence[str], audio_paths: Sequence[str], features: FeatureConfig,
-                     directory: str | os.PathLike, *, shard: Optional[tuple[int, int]] = None,
-                     workers: Optional[int] = None, batch_size: int = 16, checkpoint_seconds: float = 30.0,
-                     progress: Optional[Progress] = None) -> ExtractionReport:
+def extract_features(
+    track_ids: Sequence[str],
+    audio_paths: Sequence[str],
+    features: FeatureConfig,
+    directory: str | os.PathLike,
+    *,
+    shard: Optional[tuple[int, int]] = None,
+    workers: Optional[int] = None,
+    batch_size: int = 16,
+    checkpoint_seconds: float = 30.0,
+    progress: Optional[Progress] = None,
+) -> ExtractionReport:
     """Decode and transform every track into the cache at ``directory``; resumable.
 
     Parameters
@@ -142,8 +168,18 @@ def extract_features(track_ids: Sequence[str], audio_paths: Sequence[str], featu
         progress(done, total)
     started = time.perf_counter()
     for i in selected:
-        done = _extract_shard(cache, cache.shards[i], features, workers or default_workers(),
-                              batch_size, checkpoint_seconds, report, progress, done, total)
+        done = _extract_shard(
+            cache,
+            cache.shards[i],
+            features,
+            workers or default_workers(),
+            batch_size,
+            checkpoint_seconds,
+            report,
+            progress,
+            done,
+            total,
+        )
     report.seconds = time.perf_counter() - started
     status = cache.status()
     report.ok = int(np.count_nonzero(status == OK))
@@ -155,13 +191,26 @@ def extract_features(track_ids: Sequence[str], audio_paths: Sequence[str], featu
     return report
 
 
-def extract_tracks(config: Config, tracks: pd.DataFrame, *, shard: Optional[tuple[int, int]] = None,
-                   workers: Optional[int] = None, progress: Optional[Progress] = None) -> ExtractionReport:
+def extract_tracks(
+    config: Config,
+    tracks: pd.DataFrame,
+    *,
+    shard: Optional[tuple[int, int]] = None,
+    workers: Optional[int] = None,
+    progress: Optional[Progress] = None,
+) -> ExtractionReport:
     """:func:`extract_features` for a track table (``track_id``, ``audio_path`` relative to ``data.root``)
     into :func:`cache_dir` of ``config``."""
     paths = [str(config.data.path(p)) for p in tracks["audio_path"]]
-    return extract_features(list(tracks["track_id"]), paths, config.features, cache_dir(config),
-                            shard=shard, workers=workers, progress=progress)
+    return extract_features(
+        list(tracks["track_id"]),
+        paths,
+        config.features,
+        cache_dir(config),
+        shard=shard,
+        workers=workers,
+        progress=progress,
+    )
 
 
 def _write_manifest(cache: FeatureCache, skipped: pd.DataFrame) -> None:
@@ -169,16 +218,25 @@ def _write_manifest(cache: FeatureCache, skipped: pd.DataFrame) -> None:
         skipped.to_csv(tmp, index=False)
 
 
-def _extract_shard(cache: FeatureCache, shard: Shard, features: FeatureConfig, workers: int,
-                   batch_size: int, checkpoint_seconds: float, report: ExtractionReport,
-                   progress: Optional[Progress], done: int, total: int) -> int:
+def _extract_shard(
+    cache: FeatureCache,
+    shard: Shard,
+    features: FeatureConfig,
+    workers: int,
+    batch_size: int,
+    checkpoint_seconds: float,
+    report: ExtractionReport,
+    progress: Optional[Progress],
+    done: int,
+    total: int,
+) -> int:
     status = shard.status()
     todo = np.flatnonzero(status == TODO)
     if len(todo) == 0:
         return done
     skips = shard.skips()
-    track_ids = cache.track_ids[shard.start:shard.stop]
-    paths = cache.audio_paths[shard.start:shard.stop]
+    track_ids = cache.track_ids[shard.start : shard.stop]
+    paths = cache.audio_paths[shard.start : shard.stop]
     writer = shard.writer()
     last_save = time.perf_counter()
     try:
@@ -210,15 +268,16 @@ def _extract_shard(cache: FeatureCache, shard: Shard, features: FeatureConfig, w
 class DecodedBatch:
     """One batch of :func:`decoded_batches`; rows whose ``kinds`` is not "" were skipped."""
 
-    rows: np.ndarray        # int64 [B], as given
-    log_mel: np.ndarray     # float32 [B, n_mels, frames]; zeros' transform for skipped rows
-    kinds: np.ndarray       # str [B]: "" or the AudioError kind ("error" for an unexpected exception)
-    messages: np.ndarray    # str [B]: "" or the reason, naming the file
-    silent: np.ndarray      # bool [B]: the segment is all zeros (kept: its features are the log floor)
+    rows: np.ndarray  # int64 [B], as given
+    log_mel: np.ndarray  # float32 [B, n_mels, frames]; zeros' transform for skipped rows
+    kinds: np.ndarray  # str [B]: "" or the AudioError kind ("error" for an unexpected exception)
+    messages: np.ndarray  # str [B]: "" or the reason, naming the file
+    silent: np.ndarray  # bool [B]: the segment is all zeros (kept: its features are the log floor)
 
 
-def decoded_batches(paths: Sequence[str], rows: Sequence[int], features: FeatureConfig, workers: int,
-                    batch_size: int) -> Iterator[DecodedBatch]:
+def decoded_batches(
+    paths: Sequence[str], rows: Sequence[int], features: FeatureConfig, workers: int, batch_size: int
+) -> Iterator[DecodedBatch]:
     """Decode ``paths`` in ``workers`` threads and transform them in batches; yields in input order.
 
     Decoding (:func:`msd_triplet.audio.read_segment`) runs in a thread pool
@@ -250,10 +309,13 @@ def decoded_batches(paths: Sequence[str], rows: Sequence[int], features: Feature
         pending.append(result)
         if len(pending) == batch_size or start + len(pending) == len(rows):
             waves = np.stack([w for w, _, _ in pending])
-            yield DecodedBatch(rows[start:start + len(pending)], transform(waves).numpy(),
-                               np.array([k for _, k, _ in pending], dtype=object),
-                               np.array([m for _, _, m in pending], dtype=object),
-                               ~np.any(waves, axis=1))
+            yield DecodedBatch(
+                rows[start : start + len(pending)],
+                transform(waves).numpy(),
+                np.array([k for _, k, _ in pending], dtype=object),
+                np.array([m for _, _, m in pending], dtype=object),
+                ~np.any(waves, axis=1),
+            )
             start += len(pending)
             pending = []
 
@@ -264,8 +326,10 @@ def _log_mel_function(features: FeatureConfig):
     import tensorflow as tf
 
     samples = audio.SegmentSpec.from_config(features).samples
-    return tf.function(lambda waves: audio.log_mel(waves, **audio.log_mel_kwargs(features)),
-                       input_signature=[tf.TensorSpec([None, samples], tf.float32)])
+    return tf.function(
+        lambda waves: audio.log_mel(waves, **audio.log_mel_kwargs(features)),
+        input_signature=[tf.TensorSpec([None, samples], tf.float32)],
+    )
 
 
 def _ordered_map(fn: Callable, items: Sequence, workers: int, window: int) -> Iterator:
@@ -282,6 +346,7 @@ def _ordered_map(fn: Callable, items: Sequence, workers: int, window: int) -> It
 
 # --------------------------------------------------------------------------- reading for training
 
+
 def epoch_order(n: int, seed: int, epoch: int):
     """The visiting order of ``n`` examples in ``epoch``: a pure function of (seed, epoch).
 
@@ -290,14 +355,24 @@ def epoch_order(n: int, seed: int, epoch: int):
     """
     import tensorflow as tf
 
-    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
-                                                    seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
+    )
 
 
-def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, *, batch_size: int,
-                    seed: Optional[int] = None, epochs: Optional[int] = 1, first_epoch: int = 0,
-                    drop_remainder: bool = False, channel_axis: bool = True,
-                    order: Optional[Callable[[int], np.ndarray]] = None):
+def feature_dataset(
+    cache: FeatureCache,
+    rows: np.ndarray,
+    targets: Any = None,
+    *,
+    batch_size: int,
+    seed: Optional[int] = None,
+    epochs: Optional[int] = 1,
+    first_epoch: int = 0,
+    drop_remainder: bool = False,
+    channel_axis: bool = True,
+    order: Optional[Callable[[int], np.ndarray]] = None,
+):
     """tf.data over cached features: ``features`` or ``(features, targets)`` batches.
 
     Parameters
@@ -340,8 +415,9 @@ def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, 
         return out
 
     def load(index):
-        values = tf.numpy_function(gather, [index], [tf.float32] + [tf.as_dtype(t.dtype) for t in target_list],
-                                   stateful=False)
+        values = tf.numpy_function(
+            gather, [index], [tf.float32] + [tf.as_dtype(t.dtype) for t in target_list], stateful=False
+        )
         feats = values[0]
         feats.set_shape([None, *shape])
         if channel_axis:
@@ -358,8 +434,9 @@ def feature_dataset(cache: FeatureCache, rows: np.ndarray, targets: Any = None, 
     def given_order(epoch: np.ndarray) -> np.ndarray:
         visit = np.asarray(given(int(epoch)), dtype=np.int64)
         if visit.shape != (n,) or not np.array_equal(np.sort(visit), np.arange(n)):
-            raise ArgumentError(f"feature_dataset: order({int(epoch)}) is not a permutation of range({n}) "
-                                f"(shape {visit.shape})")
+            raise ArgumentError(
+                f"feature_dataset: order({int(epoch)}) is not a permutation of range({n}) (shape {visit.shape})"
+            )
         return visit
 
     def one_epoch(epoch):

@@ -102,13 +102,16 @@ def grid_cells(config: Config, only: Optional[tuple[str, int]] = None) -> list[t
     names = [combination_name(parse_combination(c)) for c in (config.grid.combinations or combinations())]
     missing = sorted({s for n in names for s in parse_combination(n)} - set(config.data.tag_sets))
     if missing:
-        raise ConfigError(f"grid.combinations use {missing}, which data.tag_sets {list(config.data.tag_sets)} "
-                          "does not prepare")
+        raise ConfigError(
+            f"grid.combinations use {missing}, which data.tag_sets {list(config.data.tag_sets)} does not prepare"
+        )
     cells = [(n, k) for n in names for k in sorted(config.grid.ks)]
     if only is not None:
         if only not in cells:
-            raise ConfigError(f"--only {only[0]}:{only[1]} is not a cell of this grid "
-                              f"(combinations {', '.join(names)}; k {', '.join(map(str, sorted(config.grid.ks)))})")
+            raise ConfigError(
+                f"--only {only[0]}:{only[1]} is not a cell of this grid "
+                f"(combinations {', '.join(names)}; k {', '.join(map(str, sorted(config.grid.ks)))})"
+            )
         cells = [only]
     return cells
 
@@ -119,8 +122,16 @@ def cell_config(config: Config, combination: str, k: int, seed: Optional[int] = 
 
     seed = config.seed if seed is None else seed
     name = cell_name(combination, k, seed if len(grid_seeds(config)) > 1 else None)
-    return with_overrides(config, {"lsi.tag_sets": list(parse_combination(combination)), "lsi.k": k,
-                                   "seed": seed, "grid.seeds": [], "name": f"{config.name}-{name}"})
+    return with_overrides(
+        config,
+        {
+            "lsi.tag_sets": list(parse_combination(combination)),
+            "lsi.k": k,
+            "seed": seed,
+            "grid.seeds": [],
+            "name": f"{config.name}-{name}",
+        },
+    )
 
 
 def _collect(folder: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], Path]]:
@@ -141,8 +152,9 @@ def _collect(folder: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], Pat
 
         order = {name: i for i, name in enumerate(combinations())}
         frame = frame.drop_duplicates(["combination", "k", "seed"], keep="last")
-        frame = frame.sort_values(["combination", "k", "seed"],
-                                  key=lambda c: c.map(order) if c.name == "combination" else c)
+        frame = frame.sort_values(
+            ["combination", "k", "seed"], key=lambda c: c.map(order) if c.name == "combination" else c
+        )
     return frame.reset_index(drop=True), where
 
 
@@ -171,28 +183,52 @@ def facet_columns(cell: Config, evaluation, untrained) -> dict:
     baseline, baseline_queries = untrained
     evaluation.per_query.require_same_queries(baseline_queries, f"{evaluation.run_dir} and the untrained model")
     settings = BootstrapSettings.from_config(cell)
-    difference = paired_differences(evaluation.per_query.models["trained"], baseline_queries.models["untrained"],
-                                    settings, evaluation.per_query.clusters(settings))
+    difference = paired_differences(
+        evaluation.per_query.models["trained"],
+        baseline_queries.models["untrained"],
+        settings,
+        evaluation.per_query.clusters(settings),
+    )
     columns = {}
     nan = float("nan")
     for facet in FACETS:
         figures, diff = evaluation.results.get(facet, {}), difference.get(facet, {})
-        columns.update({f"p_{facet}": figures.get("precision", nan), f"ci_low_{facet}": figures.get("ci_low", nan),
-                        f"ci_high_{facet}": figures.get("ci_high", nan), f"chance_{facet}": figures.get("chance", nan),
-                        f"untrained_p_{facet}": baseline.get(facet, {}).get("precision", nan),
-                        f"diff_ci_low_{facet}": diff.get("ci_low", nan),
-                        f"diff_ci_high_{facet}": diff.get("ci_high", nan)})
+        columns.update(
+            {
+                f"p_{facet}": figures.get("precision", nan),
+                f"ci_low_{facet}": figures.get("ci_low", nan),
+                f"ci_high_{facet}": figures.get("ci_high", nan),
+                f"chance_{facet}": figures.get("chance", nan),
+                f"untrained_p_{facet}": baseline.get(facet, {}).get("precision", nan),
+                f"diff_ci_low_{facet}": diff.get("ci_low", nan),
+                f"diff_ci_high_{facet}": diff.get("ci_high", nan),
+            }
+        )
     return columns
 
 
 def _cell_row(cell: Config, combination: str, k: int, evaluation, result, seconds: float, untrained) -> dict:
     """The results.csv row of a finished cell: its figures, and the paired difference to the untrained model."""
-    return {"combination": combination, "k": k, "seed": cell.seed, "eval_k": evaluation.k, "epochs": result.epochs,
-            "best_epoch": result.best_epoch, "seconds": round(seconds, 1), **facet_columns(cell, evaluation, untrained)}
+    return {
+        "combination": combination,
+        "k": k,
+        "seed": cell.seed,
+        "eval_k": evaluation.k,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "seconds": round(seconds, 1),
+        **facet_columns(cell, evaluation, untrained),
+    }
 
 
-def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: Optional[pd.DataFrame] = None,
-             say: Callable[[str], None] = print, verbose: int = 0) -> GridReport:
+def run_grid(
+    config: Config,
+    *,
+    only: Optional[tuple[str, int]] = None,
+    paper: Optional[pd.DataFrame] = None,
+    say: Callable[[str], None] = print,
+    verbose: int = 0,
+) -> GridReport:
     """Train and evaluate every cell and seed not done yet; rewrite results.csv and the reports.
 
     ``only`` restricts the run to one (combination, k), for every seed; ``paper``
@@ -211,18 +247,24 @@ def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: O
     FeatureCache(cache_dir(config))  # a clear error now, not after the first LSI fit
     # an LSI of a combination has at most min(tags, training tracks) - 1 topics (e.g. 20 or so for genres)
     n_train = len(split_positions(prepared.tracks, "train"))
-    limit = {c: min(sum(len(prepared.matrices[s].vocabulary) for s in lsi.parse_combination(c)), n_train) - 1
-             for c in {c for c, _ in cells}}
+    limit = {
+        c: min(sum(len(prepared.matrices[s].vocabulary) for s in lsi.parse_combination(c)), n_train) - 1
+        for c in {c for c, _ in cells}
+    }
     too_large = [(c, k) for c, k in cells if k > limit[c]]
     if too_large:
-        say(f"skipping {len(too_large)} cells whose k exceeds what the combination allows: "
-            + ", ".join(f"{c} k > {limit[c]}" for c in dict.fromkeys(c for c, _ in too_large)))
+        say(
+            f"skipping {len(too_large)} cells whose k exceeds what the combination allows: "
+            + ", ".join(f"{c} k > {limit[c]}" for c in dict.fromkeys(c for c, _ in too_large))
+        )
     cells = [(c, k) for c, k in cells if k <= limit[c]]
     _, done = _collect(folder)
     todo = [(c, k, s) for c, k in cells for s in seeds if (c, k, s) not in done]
     total = len(cells) * len(seeds)
-    say(f"grid {folder}: {len(cells)} cells × {len(seeds)} seed{'s' * (len(seeds) > 1)}, "
-        f"{total - len(todo)} done, {len(todo)} to train")
+    say(
+        f"grid {folder}: {len(cells)} cells × {len(seeds)} seed{'s' * (len(seeds) > 1)}, "
+        f"{total - len(todo)} done, {len(todo)} to train"
+    )
     untrained = {s: untrained_baseline(config, folder, s, say) for s in seeds}
     fitted: dict[tuple[str, int], object] = {}
     for number, (combination, k, seed) in enumerate(todo, start=1):
@@ -235,23 +277,30 @@ def run_grid(config: Config, *, only: Optional[tuple[str, int]] = None, paper: O
         say(f"cell {number}/{len(todo)}: {combination}, k = {k}" + (f", seed {seed}" if len(seeds) > 1 else ""))
         started = time.perf_counter()
         data = training.load_training_data(cell, lsi_model=fitted[combination, seed].truncate(k))
-        result = training.fit(cell, run_dir=run, resume=RunFolder(run).state.is_file(), data=data,
-                              verbose=verbose, say=lambda line: None)
+        result = training.fit(
+            cell, run_dir=run, resume=RunFolder(run).state.is_file(), data=data, verbose=verbose, say=lambda line: None
+        )
         evaluation = runs.evaluate_run(run, untrained=False, say=say)
         row = _cell_row(cell, combination, k, evaluation, result, time.perf_counter() - started, untrained[seed])
         atomic_write_json(run / "cell.json", row)
         atomic_write_text(folder / "results.csv", _collect(folder)[0].to_csv(index=False))
-        say(f"cell {number}/{len(todo)} done in {row['seconds']:.0f} s: "
-            + ", ".join(f"{f} {row[f'p_{f}']:.3f}" for f in FACETS))
+        say(
+            f"cell {number}/{len(todo)} done in {row['seconds']:.0f} s: "
+            + ", ".join(f"{f} {row[f'p_{f}']:.3f}" for f in FACETS)
+        )
     results, done = _collect(folder)
     atomic_write_text(folder / "results.csv", results.to_csv(index=False))
     written = write_reports(folder, results, config, done, paper) if len(results) else []
     return GridReport(folder, results, len(todo), total - len(todo), written)
 
 
-def write_reports(folder: Path, results: pd.DataFrame, config: Config,
-                  cells: Optional[dict[tuple[str, int, int], Path]] = None,
-                  paper: Optional[pd.DataFrame] = None) -> list[Path]:
+def write_reports(
+    folder: Path,
+    results: pd.DataFrame,
+    config: Config,
+    cells: Optional[dict[tuple[str, int, int], Path]] = None,
+    paper: Optional[pd.DataFrame] = None,
+) -> list[Path]:
     """table2.md, claims.md, the per-facet plots and (with ``paper``) compare.md, from a grid's results.
 
     ``cells`` : {(combination, k, seed): run folder} of the rows (default: found in
@@ -263,20 +312,35 @@ def write_reports(folder: Path, results: pd.DataFrame, config: Config,
 
     cells = _collect(folder)[1] if cells is None else cells
     settings = BootstrapSettings.from_config(config)
-    queries = GridQueries(cells, {s: untrained_folder(folder, s) for s in {seed for _, _, seed in cells}},
-                          split=config.evaluation.split)
+    queries = GridQueries(
+        cells, {s: untrained_folder(folder, s) for s in {seed for _, _, seed in cells}}, split=config.evaluation.split
+    )
     intervals = pooled_intervals(queries, settings)
-    written = [atomic_write_text(folder / "table2.md", gridreport.table2(results, intervals=intervals,
-                                                                         settings=settings) + "\n")]
+    written = [
+        atomic_write_text(
+            folder / "table2.md", gridreport.table2(results, intervals=intervals, settings=settings) + "\n"
+        )
+    ]
     best = gridreport.best_ks(results)
     untrained = queries.untrained()
     found = claims.check_claims(queries, best, untrained, settings=settings, clusters=queries.clusters(settings))
     labelled = claims.labelled_in_all(queries[next(iter(queries))])
-    written.append(atomic_write_text(folder / "claims.md", claims.format_claims(
-        found, settings=settings, queries=queries.queries, mean_queries=labelled, seeds=queries.seeds(),
-        best_k=best)))
+    written.append(
+        atomic_write_text(
+            folder / "claims.md",
+            claims.format_claims(
+                found,
+                settings=settings,
+                queries=queries.queries,
+                mean_queries=labelled,
+                seeds=queries.seeds(),
+                best_k=best,
+            ),
+        )
+    )
     written += gridreport.plot_curves(results, folder / "plots", intervals=intervals)
     if paper is not None:
-        written.append(atomic_write_text(folder / "compare.md",
-                                         gridreport.compare(results, paper, intervals=intervals) + "\n"))
+        written.append(
+            atomic_write_text(folder / "compare.md", gridreport.compare(results, paper, intervals=intervals) + "\n")
+        )
     return written

@@ -41,8 +41,13 @@ class GridQueries(Mapping):
     a query unlabelled in a facet is NaN in every seed, so it stays NaN.
     """
 
-    def __init__(self, cells: Mapping[tuple[str, int, int], Path], untrained: Mapping[int, Path],
-                 cache_size: int = 32, split: str = "test") -> None:
+    def __init__(
+        self,
+        cells: Mapping[tuple[str, int, int], Path],
+        untrained: Mapping[int, Path],
+        cache_size: int = 32,
+        split: str = "test",
+    ) -> None:
         from msd_triplet.runs import PER_QUERY_FILE, PerQuery, split_file
 
         if not cells:
@@ -100,20 +105,25 @@ class GridQueries(Mapping):
         from msd_triplet.runs import PerQuery
 
         stacks: dict[str, list[np.ndarray]] = {}
-        for seed, folder in folders:
+        for _seed, folder in folders:
             path = folder / self._file
             loaded = PerQuery.load(path)
             loaded.require_same_queries(self.reference, f"{path} and {self._reference_path}")
             if model not in loaded.models:
-                raise DataError(f"{path}: holds no per-query precisions of the {model} model "
-                                f"(it has {', '.join(loaded.models) or 'none'})")
+                raise DataError(
+                    f"{path}: holds no per-query precisions of the {model} model "
+                    f"(it has {', '.join(loaded.models) or 'none'})"
+                )
             for facet, values in loaded.models[model].items():
                 stacks.setdefault(facet, []).append(values)
         return {facet: np.mean(np.stack(arrays), axis=0) for facet, arrays in stacks.items()}
 
 
-def pooled_intervals(queries: GridQueries, settings: BootstrapSettings,
-                     facets: Sequence[str] = ("genre", "style", "mood", "theme", "artist", "album")) -> pd.DataFrame:
+def pooled_intervals(
+    queries: GridQueries,
+    settings: BootstrapSettings,
+    facets: Sequence[str] = ("genre", "style", "mood", "theme", "artist", "album"),
+) -> pd.DataFrame:
     """Intervals of the seed-averaged per-query precision, for ``gridreport.table2(intervals=…)``.
 
     One row per cell with two or more seeds (a single seed's interval is already

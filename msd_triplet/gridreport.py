@@ -48,19 +48,28 @@ from msd_triplet.fileio import atomic_path
 from msd_triplet.lsi import combination_name, combinations
 from msd_triplet.uncertainty import BootstrapSettings, format_figure
 
-__all__ = ["FACETS", "RESULT_COLUMNS", "ResultsError", "best_ks", "compare", "plot_curves", "read_paper",
-           "read_results", "table2"]
+__all__ = [
+    "FACETS",
+    "RESULT_COLUMNS",
+    "ResultsError",
+    "best_ks",
+    "compare",
+    "plot_curves",
+    "read_paper",
+    "read_results",
+    "table2",
+]
 
 FACETS: tuple[str, ...] = ("genre", "style", "mood", "theme", "artist", "album")
 #: per facet, in this order
 FACET_FIGURES: tuple[str, ...] = ("p", "ci_low", "ci_high", "chance", "untrained_p", "diff_ci_low", "diff_ci_high")
-RESULT_COLUMNS: tuple[str, ...] = (
-    ("combination", "k", "seed", "eval_k", "epochs", "best_epoch", "seconds")
-    + tuple(f"{prefix}_{f}" for f in FACETS for prefix in FACET_FIGURES))
+RESULT_COLUMNS: tuple[str, ...] = ("combination", "k", "seed", "eval_k", "epochs", "best_epoch", "seconds") + tuple(
+    f"{prefix}_{f}" for f in FACETS for prefix in FACET_FIGURES
+)
 #: the layout before seeds and intervals: read, with the new columns empty
-LEGACY_COLUMNS: tuple[str, ...] = (
-    ("combination", "k", "eval_k", "epochs", "best_epoch", "seconds")
-    + tuple(f"{prefix}_{f}" for f in FACETS for prefix in ("p", "chance")))
+LEGACY_COLUMNS: tuple[str, ...] = ("combination", "k", "eval_k", "epochs", "best_epoch", "seconds") + tuple(
+    f"{prefix}_{f}" for f in FACETS for prefix in ("p", "chance")
+)
 PAPER_COLUMNS: tuple[str, ...] = ("combination", "k") + FACETS
 PAPER_EVAL_K = 100
 UNTRAINED = "untrained"  # the combination name of the untrained model's row in ``intervals``
@@ -108,8 +117,10 @@ def read_paper(path: str | os.PathLike) -> pd.DataFrame:
 def _require(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ResultsError(f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-                           f"has {', '.join(map(str, frame.columns)) or 'none'}")
+        raise ResultsError(
+            f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+            f"has {', '.join(map(str, frame.columns)) or 'none'}"
+        )
 
 
 def _check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -134,8 +145,10 @@ def _check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     for column in RESULT_COLUMNS[7:]:
         values = pd.to_numeric(frame[column], errors="coerce")
         if (values.isna() & frame[column].notna()).any():
-            raise ResultsError(f"{where}: column {column} must hold numbers, "
-                               f"found {_shown(frame.loc[values.isna() & frame[column].notna(), column])}")
+            raise ResultsError(
+                f"{where}: column {column} must hold numbers, "
+                f"found {_shown(frame.loc[values.isna() & frame[column].notna(), column])}"
+            )
         frame[column] = values.astype(float)
     return frame
 
@@ -146,8 +159,9 @@ def _shown(bad: pd.Series) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _cells(results: pd.DataFrame, facets: Sequence[str], intervals: Optional[pd.DataFrame] = None
-           ) -> tuple[pd.DataFrame, int, list]:
+def _cells(
+    results: pd.DataFrame, facets: Sequence[str], intervals: Optional[pd.DataFrame] = None
+) -> tuple[pd.DataFrame, int, list]:
     """One row per (combination, k): seed means ``p_<f>``, sds ``sd_<f>``, intervals, ``seeds``, ``mean``.
 
     Also returns eval_k and the sorted seeds of the results (NaN for old rows without one).
@@ -160,8 +174,9 @@ def _cells(results: pd.DataFrame, facets: Sequence[str], intervals: Optional[pd.
         raise ResultsError("results: no cells")
     eval_ks = sorted(frame["eval_k"].unique())
     if len(eval_ks) > 1:
-        raise ResultsError(f"results: cells evaluated at several P@k ({', '.join(map(str, eval_ks))}); "
-                           "select one eval_k first")
+        raise ResultsError(
+            f"results: cells evaluated at several P@k ({', '.join(map(str, eval_ks))}); select one eval_k first"
+        )
     frame = frame.drop_duplicates(["combination", "k", "seed"], keep="last")
     groups = frame.groupby(["combination", "k"], sort=False)
     cells = groups[[c for c in frame.columns if c.startswith(("p_", "untrained_p_"))]].mean()
@@ -207,8 +222,9 @@ def _notes(notes: Sequence[str]) -> str:
 
 def _figure(row: pd.Series, facet: str) -> str:
     """``mean ± sd [low, high]`` of one facet of an aggregated row (sd with 2+ seeds, interval when known)."""
-    return format_figure(row[f"p_{facet}"], row.get(f"ci_low_{facet}"), row.get(f"ci_high_{facet}"),
-                         sd=row.get(f"sd_{facet}"))
+    return format_figure(
+        row[f"p_{facet}"], row.get(f"ci_low_{facet}"), row.get(f"ci_high_{facet}"), sd=row.get(f"sd_{facet}")
+    )
 
 
 def _untrained_row(results: pd.DataFrame, facets: Sequence[str], intervals: Optional[pd.DataFrame]) -> pd.Series:
@@ -228,8 +244,13 @@ def _untrained_row(results: pd.DataFrame, facets: Sequence[str], intervals: Opti
 # ---------------------------------------------------------------------- Table II
 
 
-def table2(results: pd.DataFrame, facets: Sequence[str] = FACETS, fixed_k: Optional[int] = 20,
-           intervals: Optional[pd.DataFrame] = None, settings: Optional[BootstrapSettings] = None) -> str:
+def table2(
+    results: pd.DataFrame,
+    facets: Sequence[str] = FACETS,
+    fixed_k: Optional[int] = 20,
+    intervals: Optional[pd.DataFrame] = None,
+    settings: Optional[BootstrapSettings] = None,
+) -> str:
     """Markdown in the layout of the paper's Table II, each figure ``mean ± sd [low, high]``.
 
     Per tag-set combination (paper order), the row of its best k by the mean
@@ -271,21 +292,36 @@ def table2(results: pd.DataFrame, facets: Sequence[str] = FACETS, fixed_k: Optio
     lines.append("| chance | | " + " | ".join(format_figure(first[f"chance_{f}"]) for f in facets) + " |")
 
     several = len(seeds) > 1
-    notes = [f"P@{eval_k} per facet" + (f", mean ± sd over the {len(seeds)} training seeds "
-                                         f"{', '.join(str(int(s)) for s in seeds)}" if several else "")
-             + ". First row per tag set: its best number of topics by the mean over "
-             f"{', '.join(facets)}" + (f"; second: k = {fixed_k}" if fixed_k is not None else "") + ".",
-             "[low, high]: " + (settings.describe() if settings else "percentile bootstrap interval")
-             + (" of the seed-averaged per-query precision" if several else "") + "."]
+    notes = [
+        f"P@{eval_k} per facet"
+        + (
+            f", mean ± sd over the {len(seeds)} training seeds {', '.join(str(int(s)) for s in seeds)}"
+            if several
+            else ""
+        )
+        + ". First row per tag set: its best number of topics by the mean over "
+        f"{', '.join(facets)}" + (f"; second: k = {fixed_k}" if fixed_k is not None else "") + ".",
+        "[low, high]: "
+        + (settings.describe() if settings else "percentile bootstrap interval")
+        + (" of the seed-averaged per-query precision" if several else "")
+        + ".",
+    ]
     if several and intervals is None:
-        notes.append("Intervals of cells with several seeds need the per-query precisions "
-                     "(msd_triplet.gridqueries.pooled_intervals); not shown.")
-    differ = [f for f in facets if not np.allclose(frame[f"chance_{f}"], first[f"chance_{f}"], rtol=1e-9,
-                                                   atol=0, equal_nan=True)]
+        notes.append(
+            "Intervals of cells with several seeds need the per-query precisions "
+            "(msd_triplet.gridqueries.pooled_intervals); not shown."
+        )
+    differ = [
+        f
+        for f in facets
+        if not np.allclose(frame[f"chance_{f}"], first[f"chance_{f}"], rtol=1e-9, atol=0, equal_nan=True)
+    ]
     if differ:
         ranges = ", ".join(f"{f} {frame[f'chance_{f}'].min():.4f}–{frame[f'chance_{f}'].max():.4f}" for f in differ)
-        notes.append(f"Chance levels differ across cells ({ranges}); the chance row is that of "
-                     f"{first['combination']} k = {int(first['k'])}.")
+        notes.append(
+            f"Chance levels differ across cells ({ranges}); the chance row is that of "
+            f"{first['combination']} k = {int(first['k'])}."
+        )
     if incomplete:
         notes.append(f"No cell with all facets evaluated: {', '.join(incomplete)}.")
     return "\n".join(lines) + "\n\n" + _notes(notes) + "\n"
@@ -294,8 +330,12 @@ def table2(results: pd.DataFrame, facets: Sequence[str] = FACETS, fixed_k: Optio
 # ---------------------------------------------------------------------- curves
 
 
-def plot_curves(results: pd.DataFrame, out_dir: str | os.PathLike, facets: Sequence[str] = FACETS,
-                intervals: Optional[pd.DataFrame] = None) -> list[Path]:
+def plot_curves(
+    results: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    facets: Sequence[str] = FACETS,
+    intervals: Optional[pd.DataFrame] = None,
+) -> list[Path]:
     """Write ``p_at_k_<facet>.png`` per facet into ``out_dir``: P@k against LSI topics, intervals as error bars.
 
     One line with markers per combination (paper order; the seed-averaged P@k,
@@ -310,8 +350,9 @@ def plot_curves(results: pd.DataFrame, out_dir: str | os.PathLike, facets: Seque
     frame, eval_k, _ = _cells(results, facets, intervals)
     out_dir = Path(out_dir)
     names = _ordered(frame["combination"])
-    colours = [f"C{i}" if i < 10 else ("black", "lime", "navy", "crimson", "darkgoldenrod")[i - 10]
-               for i in range(len(names))]
+    colours = [
+        f"C{i}" if i < 10 else ("black", "lime", "navy", "crimson", "darkgoldenrod")[i - 10] for i in range(len(names))
+    ]
     markers = "osD^v<>ph*XPd8H"
     written = []
     for facet in facets:
@@ -323,8 +364,18 @@ def plot_curves(results: pd.DataFrame, out_dir: str | os.PathLike, facets: Seque
             p = cells[f"p_{facet}"].to_numpy()
             below = np.nan_to_num(p - cells[f"ci_low_{facet}"].to_numpy())  # no bar where unknown
             above = np.nan_to_num(cells[f"ci_high_{facet}"].to_numpy() - p)
-            ax.errorbar(cells["k"], p, yerr=np.vstack([below, above]), marker=markers[i % len(markers)],
-                        markersize=4, lw=1.2, capsize=2, elinewidth=0.8, color=colours[i % len(colours)], label=name)
+            ax.errorbar(
+                cells["k"],
+                p,
+                yerr=np.vstack([below, above]),
+                marker=markers[i % len(markers)],
+                markersize=4,
+                lw=1.2,
+                capsize=2,
+                elinewidth=0.8,
+                color=colours[i % len(colours)],
+                label=name,
+            )
         chance = float(frame.iloc[0][f"chance_{facet}"])
         if not math.isnan(chance):
             ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance ({chance:.4f})")
@@ -343,8 +394,9 @@ def plot_curves(results: pd.DataFrame, out_dir: str | os.PathLike, facets: Seque
 # ---------------------------------------------------------------------- the paper
 
 
-def compare(results: pd.DataFrame, paper: pd.DataFrame, facets: Sequence[str] = FACETS,
-            intervals: Optional[pd.DataFrame] = None) -> str:
+def compare(
+    results: pd.DataFrame, paper: pd.DataFrame, facets: Sequence[str] = FACETS, intervals: Optional[pd.DataFrame] = None
+) -> str:
     """Markdown: our cells beside the paper's, ``0.3790 [0.3500, 0.4010] (paper .3971)`` per facet.
 
     Ours is the seed-averaged P@k with its interval (see :func:`table2` for
@@ -365,8 +417,10 @@ def compare(results: pd.DataFrame, paper: pd.DataFrame, facets: Sequence[str] = 
         paper["combination"] = [combination_name(str(c)) for c in paper["combination"]]
     except ConfigError as exc:
         raise ResultsError(f"paper table: {exc}") from exc
-    lines = ["| tag set | paper k | our k | match | " + " | ".join(facets) + " |",
-             "|---|---:|---:|---|" + "---|" * len(facets)]
+    lines = [
+        "| tag set | paper k | our k | match | " + " | ".join(facets) + " |",
+        "|---|---:|---:|---|" + "---|" * len(facets),
+    ]
     paired = 0
     for _, theirs in paper.iterrows():
         name, k = theirs["combination"], int(theirs["k"])
@@ -383,12 +437,17 @@ def compare(results: pd.DataFrame, paper: pd.DataFrame, facets: Sequence[str] = 
         else:
             continue
         paired += 1
-        values = " | ".join(f"{format_figure(ours[f'p_{f}'], ours[f'ci_low_{f}'], ours[f'ci_high_{f}'])} "
-                            f"(paper {_paper_num(theirs[f])})" for f in facets)
+        values = " | ".join(
+            f"{format_figure(ours[f'p_{f}'], ours[f'ci_low_{f}'], ours[f'ci_high_{f}'])} "
+            f"(paper {_paper_num(theirs[f])})"
+            for f in facets
+        )
         lines.append(f"| {name} | {k} | {int(ours['k'])} | {match} | {values} |")
-    notes = [f"{paired} of {len(paper)} paper rows paired: our cell at the paper's k, else (for the paper's "
-             f"best-k rows) our best k by the mean over {', '.join(facets)}. Ours: seed-averaged P@{eval_k} "
-             "[its bootstrap interval]."]
+    notes = [
+        f"{paired} of {len(paper)} paper rows paired: our cell at the paper's k, else (for the paper's "
+        f"best-k rows) our best k by the mean over {', '.join(facets)}. Ours: seed-averaged P@{eval_k} "
+        "[its bootstrap interval]."
+    ]
     if eval_k != PAPER_EVAL_K:
         notes.append(f"Ours is P@{eval_k}, the paper's P@{PAPER_EVAL_K}: not directly comparable.")
     return "\n".join(lines) + "\n\n" + _notes(notes) + "\n"

@@ -23,9 +23,18 @@ class LogMel(keras.layers.Layer):
     Arguments are those of :func:`msd_triplet.audio.log_mel`; no weights.
     """
 
-    def __init__(self, sample_rate: int = 22_050, n_fft: int = 2_048, hop_length: int = 1_024,
-                 n_mels: int = 80, fmin: float = 16.0, fmax: float = 11_000.0, log_floor: float = 1e-6,
-                 precision: str = "float32", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        sample_rate: int = 22_050,
+        n_fft: int = 2_048,
+        hop_length: int = 1_024,
+        n_mels: int = 80,
+        fmin: float = 16.0,
+        fmax: float = 11_000.0,
+        log_floor: float = 1e-6,
+        precision: str = "float32",
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if precision not in audio.PRECISIONS:
@@ -46,9 +55,17 @@ class LogMel(keras.layers.Layer):
         return cls(**audio.log_mel_kwargs(features), **kwargs)
 
     def call(self, waveform):
-        mel = audio.log_mel(waveform, sample_rate=self.sample_rate, n_fft=self.n_fft,
-                            hop_length=self.hop_length, n_mels=self.n_mels, fmin=self.fmin,
-                            fmax=self.fmax, log_floor=self.log_floor, precision=self.precision)
+        mel = audio.log_mel(
+            waveform,
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            log_floor=self.log_floor,
+            precision=self.precision,
+        )
         return keras.ops.expand_dims(mel, -1)
 
     def compute_output_shape(self, input_shape):
@@ -58,7 +75,14 @@ class LogMel(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
-                      n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax, log_floor=self.log_floor,
-                      precision=self.precision)
+        config.update(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            log_floor=self.log_floor,
+            precision=self.precision,
+        )
         return config

@@ -42,8 +42,14 @@ from msd_triplet.errors import ArgumentError
 from msd_triplet.mining import MINING, masked_max, masked_min, safe_mean
 from msd_triplet.relatedness import KINDS, relatedness_matrix
 
-STATISTICS = ("valid_anchors", "active_triplets", "hard_triplets", "positive_distance", "negative_distance",
-              "embedding_spread")
+STATISTICS = (
+    "valid_anchors",
+    "active_triplets",
+    "hard_triplets",
+    "positive_distance",
+    "negative_distance",
+    "embedding_spread",
+)
 _ZERO_NORM = 1e-12
 
 
@@ -60,9 +66,10 @@ def pack_targets(lsi_vectors: np.ndarray, album_ids: np.ndarray) -> np.ndarray:
     (exact in float32 up to 2**24 albums).
     """
     _, index = np.unique(np.asarray(album_ids), return_inverse=True)
-    if index.max(initial=0) >= 2 ** 24:
-        raise ArgumentError(f"album_ids: {index.max() + 1} distinct albums; at most 2**24 can be stored exactly "
-                            "in float32 targets")
+    if index.max(initial=0) >= 2**24:
+        raise ArgumentError(
+            f"album_ids: {index.max() + 1} distinct albums; at most 2**24 can be stored exactly in float32 targets"
+        )
     return np.concatenate([np.asarray(lsi_vectors, np.float32), index.astype(np.float32)[:, None]], axis=1)
 
 
@@ -81,8 +88,14 @@ def lsi_cosine(lsi):
     return tf.linalg.set_diag(cos, tf.zeros(tf.shape(cos)[0], cos.dtype))
 
 
-def pair_masks(lsi, albums, positive_threshold: float = 0.8, negative_threshold: float = 0.2,
-               album_filter: bool = True, relatedness: str = "cosine"):
+def pair_masks(
+    lsi,
+    albums,
+    positive_threshold: float = 0.8,
+    negative_threshold: float = 0.2,
+    album_filter: bool = True,
+    relatedness: str = "cosine",
+):
     """Boolean [B, B] masks (positive, negative) of pairs; no diagonal, album filter.
 
     ``relatedness`` says how the rows of ``lsi`` relate two tracks
@@ -120,8 +133,9 @@ def squared_distances(embeddings):
     return tf.where(tf.eye(tf.shape(d)[0], dtype=tf.bool), tf.zeros_like(d), d)
 
 
-def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard",
-                  soft_margin: bool = False):
+def triplet_terms(
+    distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard", soft_margin: bool = False
+):
     """The mined hinge terms: (loss scalar, share of valid anchors, share of active triplets).
 
     See :func:`msd_triplet.mining.triplet_terms` (every mode in B × B memory).
@@ -131,9 +145,20 @@ def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: st
     return mining_module.triplet_terms(distances, positive, negative, margin, mining, soft_margin=soft_margin)
 
 
-def lsi_triplet_loss(embeddings, lsi, albums, *, positive_threshold: float = 0.8, negative_threshold: float = 0.2,
-                     margin: float = 0.2, mining: str = "batch_hard", album_filter: bool = True,
-                     soft_margin: bool = False, relatedness: str = "cosine", return_statistics: bool = False):
+def lsi_triplet_loss(
+    embeddings,
+    lsi,
+    albums,
+    *,
+    positive_threshold: float = 0.8,
+    negative_threshold: float = 0.2,
+    margin: float = 0.2,
+    mining: str = "batch_hard",
+    album_filter: bool = True,
+    soft_margin: bool = False,
+    relatedness: str = "cosine",
+    return_statistics: bool = False,
+):
     """The whole loss on one batch; with ``return_statistics`` also a dict of :data:`STATISTICS`."""
     tf = _tf()
     positive, negative = pair_masks(lsi, albums, positive_threshold, negative_threshold, album_filter, relatedness)
@@ -184,13 +209,20 @@ def global_batch(y_true, y_pred):
 
 
 def _loss_config(obj) -> dict[str, Any]:
-    return dict(positive_threshold=obj.positive_threshold, negative_threshold=obj.negative_threshold,
-                margin=obj.margin, mining=obj.mining, album_filter=obj.album_filter,
-                soft_margin=obj.soft_margin, relatedness=obj.relatedness)
+    return dict(
+        positive_threshold=obj.positive_threshold,
+        negative_threshold=obj.negative_threshold,
+        margin=obj.margin,
+        mining=obj.mining,
+        album_filter=obj.album_filter,
+        soft_margin=obj.soft_margin,
+        relatedness=obj.relatedness,
+    )
 
 
-def _set_loss_config(obj, positive_threshold, negative_threshold, margin, mining, album_filter,
-                     soft_margin=False, relatedness="cosine") -> None:
+def _set_loss_config(
+    obj, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin=False, relatedness="cosine"
+) -> None:
     if mining not in MINING:
         raise ArgumentError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
     if relatedness not in KINDS:
@@ -213,21 +245,37 @@ class LsiTripletLoss(keras.losses.Loss):
     one scalar per batch (the mean over valid anchors).
     """
 
-    def __init__(self, positive_threshold: float = 0.8, negative_threshold: float = 0.2, margin: float = 0.2,
-                 mining: str = "batch_hard", album_filter: bool = True, soft_margin: bool = False,
-                 relatedness: str = "cosine", name: str = "lsi_triplet", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        positive_threshold: float = 0.8,
+        negative_threshold: float = 0.2,
+        margin: float = 0.2,
+        mining: str = "batch_hard",
+        album_filter: bool = True,
+        soft_margin: bool = False,
+        relatedness: str = "cosine",
+        name: str = "lsi_triplet",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name=name, **kwargs)
-        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin,
-                         relatedness)
+        _set_loss_config(
+            self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin, relatedness
+        )
 
     @classmethod
     def from_config_dataclass(cls, loss_config, mining: str | None = None) -> "LsiTripletLoss":
         """From a :class:`msd_triplet.config.LossConfig` (``mining`` overrides its mining, e.g. for a warm-up)."""
         from msd_triplet.relatedness import SOURCE_KIND
 
-        return cls(loss_config.positive_threshold, loss_config.negative_threshold, loss_config.margin,
-                   mining or loss_config.mining, loss_config.album_filter, loss_config.soft_margin,
-                   SOURCE_KIND[loss_config.relatedness])
+        return cls(
+            loss_config.positive_threshold,
+            loss_config.negative_threshold,
+            loss_config.margin,
+            mining or loss_config.mining,
+            loss_config.album_filter,
+            loss_config.soft_margin,
+            SOURCE_KIND[loss_config.relatedness],
+        )
 
     def call(self, y_true, y_pred):
         y_true, y_pred = global_batch(y_true, y_pred)
@@ -248,16 +296,26 @@ class LsiTripletLoss(keras.losses.Loss):
 class TripletStatistic(keras.metrics.Mean):
     """One of :data:`STATISTICS` per batch, averaged over an epoch (the signals of collapse)."""
 
-    def __init__(self, statistic: str = "valid_anchors", positive_threshold: float = 0.8,
-                 negative_threshold: float = 0.2, margin: float = 0.2, mining: str = "batch_hard",
-                 album_filter: bool = True, soft_margin: bool = False, relatedness: str = "cosine",
-                 name: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        statistic: str = "valid_anchors",
+        positive_threshold: float = 0.8,
+        negative_threshold: float = 0.2,
+        margin: float = 0.2,
+        mining: str = "batch_hard",
+        album_filter: bool = True,
+        soft_margin: bool = False,
+        relatedness: str = "cosine",
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if statistic not in STATISTICS:
             raise ArgumentError(f"statistic {statistic!r}: expected one of {', '.join(STATISTICS)}")
         super().__init__(name=name or statistic, **kwargs)
         self.statistic = statistic
-        _set_loss_config(self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin,
-                         relatedness)
+        _set_loss_config(
+            self, positive_threshold, negative_threshold, margin, mining, album_filter, soft_margin, relatedness
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = global_batch(y_true, y_pred)

@@ -38,7 +38,11 @@ from msd_triplet.config import LsiConfig
 from msd_triplet.errors import ArgumentError, ConfigError, DataError
 from msd_triplet.fileio import atomic_path
 from msd_triplet.tagnames import (  # noqa: F401 - combinations etc. stay importable from msd_triplet.lsi
-    TAG_SETS, combination_name, combinations, parse_combination)
+    TAG_SETS,
+    combination_name,
+    combinations,
+    parse_combination,
+)
 
 #: Above this many tags ``solver="auto"`` uses svds instead of a dense Gram matrix.
 GRAM_MAX_TAGS = 6_000
@@ -83,8 +87,17 @@ class LsiModel:
         """The model of the first ``k`` topics: equal to a fit at ``k`` (the prefix property)."""
         if not 1 <= k <= self.k:
             raise ConfigError(f"lsi.k: {k} topics asked of a model with {self.k}; allowed 1..{self.k}")
-        return LsiModel(self.sets, self.vocabulary, self.singular_values[:k].copy(), self.components[:k].copy(),
-                        self.weighting, self.idf, self.solver, self.n_train, dict(self.meta))
+        return LsiModel(
+            self.sets,
+            self.vocabulary,
+            self.singular_values[:k].copy(),
+            self.components[:k].copy(),
+            self.weighting,
+            self.idf,
+            self.solver,
+            self.n_train,
+            dict(self.meta),
+        )
 
     def weight(self, matrix: sp.spmatrix) -> sp.csr_matrix:
         """The track × tag matrix as the SVD saw it (binary, or TF-IDF with unit-length rows)."""
@@ -133,8 +146,10 @@ class LsiModel:
         only exact zeros).
         """
         if not (np.isfinite(zero_norm_rtol) and zero_norm_rtol >= 0):
-            raise ArgumentError(f"zero_norm_rtol {zero_norm_rtol!r}: expected a finite number >= 0 "
-                                "(a fraction of the largest singular value, e.g. 1e-6)")
+            raise ArgumentError(
+                f"zero_norm_rtol {zero_norm_rtol!r}: expected a finite number >= 0 "
+                "(a fraction of the largest singular value, e.g. 1e-6)"
+            )
         vectors = np.asarray(self.weight(matrix) @ self.components.T)
         vectors[np.linalg.norm(vectors, axis=1) <= self.zero_norm(zero_norm_rtol)] = 0.0
         return vectors.astype(np.float32)
@@ -159,10 +174,20 @@ class LsiModel:
     def save(self, path: str | os.PathLike) -> Path:
         """Write one ``.npz`` (arrays + JSON metadata) atomically; returns the path."""
         path = Path(path)
-        meta = {"format": LSI_FORMAT, "sets": list(self.sets), "weighting": self.weighting, "solver": self.solver,
-                "n_train": self.n_train, **self.meta}
-        arrays = {"singular_values": self.singular_values, "components": self.components,
-                  "vocabulary": np.array(self.vocabulary, dtype=str), "meta": np.array(json.dumps(meta))}
+        meta = {
+            "format": LSI_FORMAT,
+            "sets": list(self.sets),
+            "weighting": self.weighting,
+            "solver": self.solver,
+            "n_train": self.n_train,
+            **self.meta,
+        }
+        arrays = {
+            "singular_values": self.singular_values,
+            "components": self.components,
+            "vocabulary": np.array(self.vocabulary, dtype=str),
+            "meta": np.array(json.dumps(meta)),
+        }
         if self.idf is not None:
             arrays["idf"] = self.idf
         with atomic_path(path, suffix=".npz") as tmp:
@@ -176,17 +201,26 @@ class LsiModel:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                model = cls(tuple(meta.pop("sets")), tuple(str(v) for v in z["vocabulary"]), z["singular_values"],
-                            z["components"], meta.pop("weighting"), z["idf"] if "idf" in z else None,
-                            meta.pop("solver"), int(meta.pop("n_train")))
+                model = cls(
+                    tuple(meta.pop("sets")),
+                    tuple(str(v) for v in z["vocabulary"]),
+                    z["singular_values"],
+                    z["components"],
+                    meta.pop("weighting"),
+                    z["idf"] if "idf" in z else None,
+                    meta.pop("solver"),
+                    int(meta.pop("n_train")),
+                )
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{path}: not an LSI model file ({exc})") from None
         if meta.pop("format", None) != LSI_FORMAT:
             raise DataError(f"{path}: LSI file format is not {LSI_FORMAT}; fit it again")
         model.meta = meta
         if vocabulary is not None and tuple(vocabulary) != model.vocabulary:
-            raise DataError(f"{path}: {_vocabulary_difference(model.vocabulary, tuple(vocabulary))}; "
-                            "the model was fitted on other tags: fit it again on this data")
+            raise DataError(
+                f"{path}: {_vocabulary_difference(model.vocabulary, tuple(vocabulary))}; "
+                "the model was fitted on other tags: fit it again on this data"
+            )
         return model
 
 
@@ -212,8 +246,17 @@ def _check_matrix(matrix, n_tags: int) -> sp.csr_matrix:
 
 # --------------------------------------------------------------------------- fitting
 
-def fit_lsi(matrix: sp.spmatrix, vocabulary: Sequence[str], k: int, *, sets: Sequence[str] = TAG_SETS,
-            weighting: str = "binary", solver: str = "auto", seed: int = 0) -> LsiModel:
+
+def fit_lsi(
+    matrix: sp.spmatrix,
+    vocabulary: Sequence[str],
+    k: int,
+    *,
+    sets: Sequence[str] = TAG_SETS,
+    weighting: str = "binary",
+    solver: str = "auto",
+    seed: int = 0,
+) -> LsiModel:
     """Truncated SVD of a track × tag matrix (training tracks); deterministic.
 
     Parameters
@@ -228,19 +271,31 @@ def fit_lsi(matrix: sp.spmatrix, vocabulary: Sequence[str], k: int, *, sets: Seq
     matrix = _check_matrix(matrix, len(vocabulary))
     n_tracks, n_tags = matrix.shape
     if matrix.nnz == 0:
-        raise DataError(f"the tag matrix of {combination_name(sets)} is empty ({n_tracks} tracks × {n_tags} tags, "
-                        "no tag assigned); nothing to fit")
+        raise DataError(
+            f"the tag matrix of {combination_name(sets)} is empty ({n_tracks} tracks × {n_tags} tags, "
+            "no tag assigned); nothing to fit"
+        )
     if not 1 <= k < min(n_tracks, n_tags):
-        raise ConfigError(f"lsi.k: {k} topics for a {n_tracks} tracks × {n_tags} tags matrix of "
-                          f"{combination_name(sets)}; allowed 1..{min(n_tracks, n_tags) - 1}")
+        raise ConfigError(
+            f"lsi.k: {k} topics for a {n_tracks} tracks × {n_tags} tags matrix of "
+            f"{combination_name(sets)}; allowed 1..{min(n_tracks, n_tags) - 1}"
+        )
     if weighting not in ("binary", "tfidf"):
         raise ConfigError(f"lsi.weighting: {weighting!r}, expected binary or tfidf")
     idf = None
     if weighting == "tfidf":
         df = np.asarray((matrix > 0).sum(axis=0)).ravel()
         idf = np.log(n_tracks / np.maximum(df, 1))
-    model = LsiModel(tuple(parse_combination(sets)), tuple(vocabulary), np.zeros(0), np.zeros((0, n_tags)),
-                     weighting, idf, solver, n_tracks)
+    model = LsiModel(
+        tuple(parse_combination(sets)),
+        tuple(vocabulary),
+        np.zeros(0),
+        np.zeros((0, n_tags)),
+        weighting,
+        idf,
+        solver,
+        n_tracks,
+    )
     weighted = model.weight(matrix)
     chosen = solver if solver != "auto" else ("gram" if n_tags <= GRAM_MAX_TAGS else "svds")
     if chosen == "gram":
@@ -281,8 +336,10 @@ def _fix_signs(components: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- prepared data
 
-def stacked_matrix(matrices: dict, sets: Iterable[str], rows: Optional[np.ndarray] = None
-                   ) -> tuple[sp.csr_matrix, tuple[str, ...]]:
+
+def stacked_matrix(
+    matrices: dict, sets: Iterable[str], rows: Optional[np.ndarray] = None
+) -> tuple[sp.csr_matrix, tuple[str, ...]]:
     """Join per-set :class:`~msd_triplet.prepare.TagMatrix` objects column-wise.
 
     Returns the track × tag matrix (rows ``rows`` of the prepared tracks, all
@@ -294,15 +351,19 @@ def stacked_matrix(matrices: dict, sets: Iterable[str], rows: Optional[np.ndarra
     blocks, vocabulary = [], []
     for s in sets:
         if s not in matrices:
-            raise DataError(f"tag set {s} is not in the prepared data (it has {', '.join(matrices)}); "
-                            "add it to data.tag_sets and run prepare again")
+            raise DataError(
+                f"tag set {s} is not in the prepared data (it has {', '.join(matrices)}); "
+                "add it to data.tag_sets and run prepare again"
+            )
         tm = matrices[s]
         block = tm.matrix if rows is None else tm.matrix[rows]
         empty = np.flatnonzero(np.asarray(block.getnnz(axis=1)) == 0)
         if len(empty):
             ids = tm.track_ids if rows is None else tm.track_ids[rows]
-            raise DataError(f"{len(empty)} track(s) have no tag in {s} (e.g. {ids[empty[0]]}); the intersection "
-                            "filter should have removed them: run prepare with this set in data.tag_sets")
+            raise DataError(
+                f"{len(empty)} track(s) have no tag in {s} (e.g. {ids[empty[0]]}); the intersection "
+                "filter should have removed them: run prepare with this set in data.tag_sets"
+            )
         blocks.append(block)
         vocabulary.extend(f"{s}:{t}" for t in tm.vocabulary)
     return sp.hstack(blocks, format="csr"), tuple(vocabulary)
@@ -321,8 +382,15 @@ def fit_prepared(prepared, config: LsiConfig, seed: int, k: Optional[int] = None
     if not len(train):
         raise DataError("the prepared data has no training tracks; check data.split_proportions")
     matrix, vocabulary = stacked_matrix(prepared.matrices, config.tag_sets)
-    model = fit_lsi(matrix[train], vocabulary, k or config.k, sets=config.tag_sets, weighting=config.weighting,
-                    solver=config.solver, seed=seed)
+    model = fit_lsi(
+        matrix[train],
+        vocabulary,
+        k or config.k,
+        sets=config.tag_sets,
+        weighting=config.weighting,
+        solver=config.solver,
+        seed=seed,
+    )
     return model, model.transform(matrix, config.zero_norm_rtol)
 
 

@@ -65,8 +65,9 @@ def row_skips(rows: pd.DataFrame, path: Path, reason: str) -> pd.DataFrame:
     return skip_frame((str(path), line, tid, reason) for line, tid in zip(rows["line"], rows["track_id"]))
 
 
-def split_valid_ids(frame: pd.DataFrame, path: Path, what: str, unit: str = "line"
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_valid_ids(
+    frame: pd.DataFrame, path: Path, what: str, unit: str = "line"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop rows of ``frame`` whose ``track_id`` is malformed; return (kept rows, skip records).
 
     ``frame`` needs columns ``track_id`` and ``line`` (a line of a text file, or
@@ -123,8 +124,7 @@ def parse_row(line: str, delimiter: str) -> list[str]:
     return [f.strip() for f in next(csv.reader([line], delimiter=delimiter))]
 
 
-def read_table(path: Path, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
-               ) -> pd.DataFrame:
+def read_table(path: Path, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> pd.DataFrame:
     """A delimited text file with a header row → DataFrame of str columns plus ``line``.
 
     Header names are matched case-insensitively; ``required`` must all be there.
@@ -132,12 +132,12 @@ def read_table(path: Path, what: str, required: tuple[str, ...], optional: tuple
     header is a DataError naming the line.
     """
     lines = read_lines(path, what)
-    return parse_table(path, [(i + 1, line) for i, line in enumerate(lines) if line.strip()],
-                       what, required, optional)
+    return parse_table(path, [(i + 1, line) for i, line in enumerate(lines) if line.strip()], what, required, optional)
 
 
-def parse_table(path: Path, numbered: list[tuple[int, str]], what: str, required: tuple[str, ...],
-                optional: tuple[str, ...] = ()) -> pd.DataFrame:
+def parse_table(
+    path: Path, numbered: list[tuple[int, str]], what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """:func:`read_table` on already read ``(line number, line)`` pairs, header first."""
     if not numbered:
         raise DataError(f"{path}: empty file, expected {what}")
@@ -155,8 +155,7 @@ def parse_table(path: Path, numbered: list[tuple[int, str]], what: str, required
     return frame[[*keep, "line"]].reset_index(drop=True)
 
 
-def parse_rows(path: Path, numbered: list[tuple[int, str]], names: list[str], delimiter: str
-               ) -> pd.DataFrame:
+def parse_rows(path: Path, numbered: list[tuple[int, str]], names: list[str], delimiter: str) -> pd.DataFrame:
     """``(line number, line)`` pairs → DataFrame of str columns ``names`` plus ``line``.
 
     A row with another number of fields than ``names`` is a DataError naming the
@@ -223,18 +222,27 @@ def read_metadata(data: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         if n_missing:
             warnings.warn(
                 f"{data.path(data.albums)}: {n_missing} of {len(frame)} metadata tracks have no album; "
-                "each of them is treated as its own album", UserWarning, stacklevel=2)
+                "each of them is treated as its own album",
+                UserWarning,
+                stacklevel=2,
+            )
         has_albums = True
     elif not has_albums:
         warnings.warn(
             f"{path}: has artist names but no albums and data.albums is not set; the album "
-            "filter is off (every track is its own album)", UserWarning, stacklevel=2)
+            "filter is off (every track is its own album)",
+            UserWarning,
+            stacklevel=2,
+        )
     own_album = "track:" + frame.index.to_series()
     frame["album_id"] = frame["album_id"].where(frame["album_id"].notna(), own_album)
     out = frame[["artist_id", "album_id"]].astype(str)
     out.index = out.index.astype(str).rename("track_id")
-    counts = {"metadata_rows": int(len(out)), "metadata_duplicates": int(len(skips_dup)),
-              "album_filter": bool(has_albums)}
+    counts = {
+        "metadata_rows": int(len(out)),
+        "metadata_duplicates": int(len(skips_dup)),
+        "album_filter": bool(has_albums),
+    }
     return out, pd.concat([skips_bad, skips_artist, skips_dup], ignore_index=True), counts
 
 
@@ -333,8 +341,11 @@ def audio_paths(data: DataConfig, track_ids: Iterable[str]) -> tuple[pd.Series, 
         paths = pd.Series([spec.format(track_id=t) for t in track_ids], index=track_ids, dtype=object)
         return paths, skip_frame()
     path = data.path(spec)
-    frame = read_table(path, "an audio CSV with columns track_id, path (or set data.audio to a "
-                       "template containing {track_id})", ("track_id", "path"))
+    frame = read_table(
+        path,
+        "an audio CSV with columns track_id, path (or set data.audio to a template containing {track_id})",
+        ("track_id", "path"),
+    )
     frame["track_id"] = frame["track_id"].astype(str)
     frame, skips_bad = split_valid_ids(frame, path, "audio")
     frame, skips_dup = _first_by_track(frame, path, "audio")

@@ -72,7 +72,7 @@ from __future__ import annotations
 from msd_triplet.errors import ArgumentError
 
 MINING = ("batch_hard", "paper_literal", "batch_all", "semi_hard", "sct")
-_CHUNK_ELEMENTS = 2 ** 22  # elements of one [c, B] float32 chunk of positive pairs: 16 MB
+_CHUNK_ELEMENTS = 2**22  # elements of one [c, B] float32 chunk of positive pairs: 16 MB
 
 
 def _tf():
@@ -81,8 +81,15 @@ def _tf():
     return tf
 
 
-def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: str = "batch_hard",
-                  soft_margin: bool = False, block_size: int | None = None):
+def triplet_terms(
+    distances,
+    positive,
+    negative,
+    margin: float = 0.2,
+    mining: str = "batch_hard",
+    soft_margin: bool = False,
+    block_size: int | None = None,
+):
     """The mined triplet terms: (loss scalar, share of valid anchors, share of active triplets).
 
     Parameters
@@ -111,8 +118,7 @@ def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: st
     """
     if mining not in MINING:
         raise ArgumentError(f"mining {mining!r}: expected one of {', '.join(MINING)}")
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
-                                   or block_size < 1):
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ArgumentError(f"block_size {block_size!r}: expected None or a positive integer")
     tf = _tf()
     d = tf.convert_to_tensor(distances, tf.float32)
@@ -144,6 +150,7 @@ def triplet_terms(distances, positive, negative, margin: float = 0.2, mining: st
 
 
 # --------------------------------------------------------------------------- shared pieces
+
 
 def _fills(d):
     """Finite fill values (above, below) every distance, outside the gradient."""
@@ -199,8 +206,7 @@ def _searchsorted(rows, queries, side):
         value = tf.gather(rows, tf.minimum(middle, size - 1), batch_dims=1)
         right = value < queries if side == "left" else value <= queries
         searching = low < high
-        return (tf.where(searching & right, middle + 1, low),
-                tf.where(searching & tf.logical_not(right), middle, high))
+        return (tf.where(searching & right, middle + 1, low), tf.where(searching & tf.logical_not(right), middle, high))
 
     low, _ = tf.while_loop(lambda low, high: tf.reduce_any(low < high), step, (low, high))
     return low
@@ -219,12 +225,17 @@ def _by_anchor_blocks(body, rows, block_size, output_dtypes):
     blocks = (size + block - 1) // block
     padding = [[0, blocks * block - size], [0, 0]]
     stacked = tuple(tf.reshape(tf.pad(r, padding), [blocks, block, size]) for r in rows)
-    outputs = tf.map_fn(lambda xs: body(*xs), stacked, parallel_iterations=1,
-                        fn_output_signature=tuple(tf.TensorSpec(None, t) for t in output_dtypes))
+    outputs = tf.map_fn(
+        lambda xs: body(*xs),
+        stacked,
+        parallel_iterations=1,
+        fn_output_signature=tuple(tf.TensorSpec(None, t) for t in output_dtypes),
+    )
     return tuple(tf.reshape(o, [blocks * block, size])[:size] for o in outputs)
 
 
 # --------------------------------------------------------------------------- semi_hard
+
 
 def _semi_hard(d, negative, block_size):
     """d_an [a, p]: the nearest negative of a farther than p, else the farthest negative of a.
@@ -270,11 +281,13 @@ def _semi_hard_blocked(d, negative, block_size, high, low):
 
 # --------------------------------------------------------------------------- batch_all
 
+
 def _batch_all(d, pos_pairs, negative, valid, margin, soft_margin, block_size):
     """(loss, active share) of every triplet of the valid anchors."""
     tf = _tf()
-    n_triplets = tf.reduce_sum(tf.cast(valid, tf.float64) * tf.cast(_counts(pos_pairs), tf.float64)
-                               * tf.cast(_counts(negative), tf.float64))
+    n_triplets = tf.reduce_sum(
+        tf.cast(valid, tf.float64) * tf.cast(_counts(pos_pairs), tf.float64) * tf.cast(_counts(negative), tf.float64)
+    )
     if soft_margin:
         if block_size is None:
             total, weights, n_active = _batch_all_soft_pairs(d, pos_pairs, negative, margin)
@@ -356,16 +369,20 @@ def _batch_all_soft_pairs(d, pos_pairs, negative, margin):
         gap = tf.gather(rows, other, batch_dims=1)[:, None] - rows  # d_ap − d_an
         slope = tf.sigmoid(gap) * negatives  # ∂ softplus(d_ap − d_an) / ∂ d_ap = −∂ / ∂ d_an
         total += tf.reduce_sum(tf.cast(tf.reduce_sum(tf.nn.softplus(gap) * negatives, 1), tf.float64))
-        n_active += tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(gap + margin > 0, tf.float32) * negatives, 1),
-                                          tf.float64))
+        n_active += tf.reduce_sum(
+            tf.cast(tf.reduce_sum(tf.cast(gap + margin > 0, tf.float32) * negatives, 1), tf.float64)
+        )
         weights = tf.tensor_scatter_nd_add(weights, tf.stack([anchor, other], 1), tf.reduce_sum(slope, 1))
         weights = tf.tensor_scatter_nd_add(weights, anchor[:, None], -slope)
         return i + 1, total, n_active, weights
 
     zero = tf.constant(0.0, tf.float64)
     _, total, n_active, weights = tf.while_loop(
-        lambda i, *_: i < (n_pairs + chunk - 1) // chunk, body,
-        (tf.constant(0), zero, zero, tf.zeros_like(d)), parallel_iterations=1)
+        lambda i, *_: i < (n_pairs + chunk - 1) // chunk,
+        body,
+        (tf.constant(0), zero, zero, tf.zeros_like(d)),
+        parallel_iterations=1,
+    )
     return total, weights, n_active
 
 
@@ -382,7 +399,7 @@ def _batch_all_soft_blocked(d, pos_pairs, negative, margin, block_size):
         active = tf.einsum("apn,an->ap", tf.cast(gap + margin > 0, tf.float32), neg) * pos
         return softplus_sums, weights, active
 
-    softplus_sums, weights, active = _by_anchor_blocks(body, (tf.stop_gradient(d), pos_pairs, negative),
-                                                       block_size, (tf.float32, tf.float32, tf.float32))
-    return (tf.reduce_sum(tf.cast(softplus_sums, tf.float64)), weights,
-            tf.reduce_sum(tf.cast(active, tf.float64)))
+    softplus_sums, weights, active = _by_anchor_blocks(
+        body, (tf.stop_gradient(d), pos_pairs, negative), block_size, (tf.float32, tf.float32, tf.float32)
+    )
+    return (tf.reduce_sum(tf.cast(softplus_sums, tf.float64)), weights, tf.reduce_sum(tf.cast(active, tf.float64)))

@@ -52,9 +52,14 @@ def _stack(x, name: str, blocks, widths, seed: Optional[int], synchronized: bool
     return keras.layers.Flatten(name=f"{name}_flatten", dtype=dtype)(x)
 
 
-def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int] = (80, 130),
-               seed: Optional[int] = None, name: str = "dpnn", synchronized_bn: bool = False,
-               precision: str = "float32") -> keras.Model:
+def build_dpnn(
+    config: ModelConfig = ModelConfig(),
+    input_shape: tuple[int, int] = (80, 130),
+    seed: Optional[int] = None,
+    name: str = "dpnn",
+    synchronized_bn: bool = False,
+    precision: str = "float32",
+) -> keras.Model:
     """The DPNN as a functional Keras model.
 
     Parameters
@@ -85,8 +90,9 @@ def build_dpnn(config: ModelConfig = ModelConfig(), input_shape: tuple[int, int]
     rhythm = _stack(x, "rhythm", RHYTHM_BLOCKS, config.widths, seed, synchronized_bn, precision)
     x = keras.layers.Concatenate(name="concat", dtype=precision)([timbre, rhythm])
     init = keras.initializers.GlorotUniform(seed=layer_seed(seed, "embedding"))
-    x = keras.layers.Dense(config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding",
-                           dtype="float32")(x)
+    x = keras.layers.Dense(
+        config.embedding_dim, activation="elu", kernel_initializer=init, name="embedding", dtype="float32"
+    )(x)
     if config.l2_normalize:
         x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(x)
     return keras.Model(inputs, x, name=name)

@@ -20,12 +20,13 @@ from msd_triplet.errors import ArgumentError
 
 __all__ = ["nearest_neighbours"]
 
-_NO_KEY = np.uint64(2 ** 64 - 1)  # fills unused candidate slots; above every real key
+_NO_KEY = np.uint64(2**64 - 1)  # fills unused candidate slots; above every real key
 _TILE_COLUMNS = 4_096  # columns per distance tile (at least 2k)
 
 
-def nearest_neighbours(embeddings: np.ndarray, k: int, *, chunk_size: int = 4_096,
-                       threads: Optional[int] = None) -> np.ndarray:
+def nearest_neighbours(
+    embeddings: np.ndarray, k: int, *, chunk_size: int = 4_096, threads: Optional[int] = None
+) -> np.ndarray:
     """Exact Euclidean k nearest neighbours of every row among the other rows.
 
     Parameters
@@ -64,8 +65,7 @@ def nearest_neighbours(embeddings: np.ndarray, k: int, *, chunk_size: int = 4_09
     n = x.shape[0]
     k = _check_int("k", k, 1, n - 1, f"1 <= k <= N - 1 = {n - 1} (N = {n} rows)")
     chunk_size = _check_int("chunk_size", chunk_size, 1, None, "a positive integer")
-    threads = _check_int("threads", _usable_cpus() if threads is None else threads, 1, None,
-                         "a positive integer")
+    threads = _check_int("threads", _usable_cpus() if threads is None else threads, 1, None, "a positive integer")
     # Columns in a fixed random order, so that the first tile is a fair sample of all.
     perm = np.random.default_rng(0).permutation(n)
     where = np.empty(n, np.int64)
@@ -103,8 +103,9 @@ def nearest_neighbours(embeddings: np.ndarray, k: int, *, chunk_size: int = 4_09
     return out
 
 
-def _chunk_neighbours(xp: np.ndarray, sq: np.ndarray, perm: np.ndarray, cols: np.ndarray,
-                      tiles: list[tuple[int, int]], k: int) -> np.ndarray:
+def _chunk_neighbours(
+    xp: np.ndarray, sq: np.ndarray, perm: np.ndarray, cols: np.ndarray, tiles: list[tuple[int, int]], k: int
+) -> np.ndarray:
     """Top k of the queries at permuted columns ``cols`` [c]: int64 [c, k] original indices."""
     c = len(cols)
     q = -2.0 * xp[cols]  # q @ x.T + ‖x‖² ranks like the squared distance
@@ -114,19 +115,19 @@ def _chunk_neighbours(xp: np.ndarray, sq: np.ndarray, perm: np.ndarray, cols: np
     keys, filled, limit = None, np.zeros(c, np.int64), None  # candidate keys, slots used, limit [c, 1]
     for b0, b1 in tiles:
         w = b1 - b0
-        dist = dist_buffer[:c * w].reshape(c, w)
+        dist = dist_buffer[: c * w].reshape(c, w)
         np.matmul(q, xp[b0:b1].T, out=dist)
         dist += sq[b0:b1]
         mine = (cols >= b0) & (cols < b1)
         dist[rows[mine], cols[mine] - b0] = np.inf  # a query is not its own neighbour
-        mask = mask_buffer[:c * w].reshape(c, w)
+        mask = mask_buffer[: c * w].reshape(c, w)
         if limit is None:
             # First tile: split it into m >= k groups of columns; the k-th smallest of the
             # group minima has >= k values at or below it, so the top k of the tile are
             # among those values (little more than k of them when m is a few times k).
             m = min(w, 4 * k)
-            minima = dist[:, :w // m * m].reshape(c, w // m, m).min(axis=1)
-            bound = np.partition(minima, k - 1, axis=1)[:, k - 1:k]
+            minima = dist[:, : w // m * m].reshape(c, w // m, m).min(axis=1)
+            bound = np.partition(minima, k - 1, axis=1)[:, k - 1 : k]
             np.less_equal(dist, bound, out=mask)
         else:
             np.less_equal(dist, limit, out=mask)
@@ -135,7 +136,7 @@ def _chunk_neighbours(xp: np.ndarray, sq: np.ndarray, perm: np.ndarray, cols: np
             # Move each row's k smallest keys to its first k slots; the k-th value is the new,
             # tighter limit. The keys left behind are worse than all k, so they never return.
             keys.partition(k - 1, axis=1)
-            keys = np.ascontiguousarray(keys[:, :3 * k])  # room for the next tiles' hits
+            keys = np.ascontiguousarray(keys[:, : 3 * k])  # room for the next tiles' hits
             filled[:] = k
             limit = _key_values(keys[:, k - 1])[:, None]
     keys = np.partition(keys, k - 1, axis=1)[:, :k] if keys.shape[1] > k else keys
@@ -143,8 +144,9 @@ def _chunk_neighbours(xp: np.ndarray, sq: np.ndarray, perm: np.ndarray, cols: np
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
-def _gather_keys(dist: np.ndarray, mask: np.ndarray, index: np.ndarray, keys: Optional[np.ndarray],
-                 filled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gather_keys(
+    dist: np.ndarray, mask: np.ndarray, index: np.ndarray, keys: Optional[np.ndarray], filled: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Append the keys of ``dist[mask]`` (column j has index ``index[j]``) to each row's slots.
 
     ``keys`` : uint64 [c, capacity] or None, ``filled`` : int64 [c] slots used per row.
@@ -160,7 +162,7 @@ def _gather_keys(dist: np.ndarray, mask: np.ndarray, index: np.ndarray, keys: Op
     if keys is None or need > keys.shape[1]:
         grown = np.full((c, need + need // 2), _NO_KEY)
         if keys is not None:
-            grown[:, :keys.shape[1]] = keys
+            grown[:, : keys.shape[1]] = keys
         keys = grown
     # the j-th hit of row i goes to slot filled[i] + j
     base = np.arange(c) * keys.shape[1] + filled - (np.cumsum(count) - count)
@@ -191,15 +193,17 @@ def _check_embeddings(embeddings: Any) -> np.ndarray:
         raise ArgumentError(f"embeddings: expected a 2-D array [tracks, dims], got shape {x.shape}")
     if x.dtype.kind not in "fiu":
         raise ArgumentError(f"embeddings: expected real numbers, got dtype {x.dtype}")
-    if x.shape[0] >= 2 ** 32:
+    if x.shape[0] >= 2**32:
         raise ArgumentError(f"embeddings: at most 2**32 - 1 rows are supported, got {x.shape[0]}")
     with np.errstate(over="ignore"):  # too large for float32: reported as not finite below
         x = np.ascontiguousarray(x, dtype=np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ArgumentError(f"embeddings: {int(bad.sum())} value(s) not finite (in float32), "
-                            f"e.g. row {i} column {j} = {np.asarray(embeddings)[i, j]}; all must be finite")
+        raise ArgumentError(
+            f"embeddings: {int(bad.sum())} value(s) not finite (in float32), "
+            f"e.g. row {i} column {j} = {np.asarray(embeddings)[i, j]}; all must be finite"
+        )
     return x
 
 

@@ -43,9 +43,20 @@ from msd_triplet.tagfiles import (  # re-exported: the public reading API
 )
 
 __all__ = [
-    "ASSIGNMENT_COLUMNS", "PreparedData", "TagMatrix", "build_tag_matrix", "format_table1",
-    "intersection_filter", "load_prepared", "normalise_tag", "parse_tag_entry", "prepare_dataset",
-    "read_tag_file", "read_tag_files", "split_tag_cell", "table1_statistics",
+    "ASSIGNMENT_COLUMNS",
+    "PreparedData",
+    "TagMatrix",
+    "build_tag_matrix",
+    "format_table1",
+    "intersection_filter",
+    "load_prepared",
+    "normalise_tag",
+    "parse_tag_entry",
+    "prepare_dataset",
+    "read_tag_file",
+    "read_tag_files",
+    "split_tag_cell",
+    "table1_statistics",
 ]
 
 TRACK_COLUMNS = ("track_id", "artist_id", "album_id", "split", "audio_path")
@@ -74,8 +85,9 @@ class TagMatrix:
     matrix: sp.csr_matrix
 
 
-def build_tag_matrix(assignments: pd.DataFrame, tagset: str, track_ids: Iterable[str],
-                     vocabulary: Optional[Iterable[str]] = None) -> tuple[TagMatrix, pd.DataFrame]:
+def build_tag_matrix(
+    assignments: pd.DataFrame, tagset: str, track_ids: Iterable[str], vocabulary: Optional[Iterable[str]] = None
+) -> tuple[TagMatrix, pd.DataFrame]:
     """Binary track × tag matrix of one set, rows in the order of ``track_ids``.
 
     Parameters
@@ -94,9 +106,12 @@ def build_tag_matrix(assignments: pd.DataFrame, tagset: str, track_ids: Iterable
     ids = np.asarray(list(track_ids), dtype=str)
     row_index = pd.Index(ids)
     if not row_index.is_unique:
-        raise DataError(f"build_tag_matrix({tagset!r}): track ids repeat, e.g. {row_index[row_index.duplicated()][0]!r}")
-    sub = assignments.loc[(assignments["tagset"] == tagset) & assignments["track_id"].isin(row_index),
-                          ["track_id", "tag"]].drop_duplicates()
+        raise DataError(
+            f"build_tag_matrix({tagset!r}): track ids repeat, e.g. {row_index[row_index.duplicated()][0]!r}"
+        )
+    sub = assignments.loc[
+        (assignments["tagset"] == tagset) & assignments["track_id"].isin(row_index), ["track_id", "tag"]
+    ].drop_duplicates()
     if vocabulary is None:
         vocab = tuple(sorted(set(sub["tag"])))
         outside = pd.DataFrame(columns=["track_id", "tag"])
@@ -104,18 +119,22 @@ def build_tag_matrix(assignments: pd.DataFrame, tagset: str, track_ids: Iterable
         vocab = tuple(sorted(set(vocabulary)))
         inside = sub["tag"].isin(vocab)
         sub, outside = sub.loc[inside], sub.loc[~inside]
-    skips = md.skip_frame((f"tags_{tagset}", None, t, f"tag outside vocabulary: {tagset}/{g}")
-                          for t, g in zip(outside["track_id"], outside["tag"]))
+    skips = md.skip_frame(
+        (f"tags_{tagset}", None, t, f"tag outside vocabulary: {tagset}/{g}")
+        for t, g in zip(outside["track_id"], outside["tag"])
+    )
     rows = row_index.get_indexer(sub["track_id"])
     cols = pd.Index(vocab, dtype=object).get_indexer(sub["tag"])
-    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                           shape=(len(ids), len(vocab)), dtype=np.float32)
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(ids), len(vocab)), dtype=np.float32
+    )
     matrix.sort_indices()
     return TagMatrix(tagset, ids, vocab, matrix), skips
 
 
-def table1_statistics(assignments: pd.DataFrame, albums: pd.Series, tag_sets: Iterable[str],
-                      track_ids: Optional[Iterable[str]] = None) -> dict[str, dict[str, int]]:
+def table1_statistics(
+    assignments: pd.DataFrame, albums: pd.Series, tag_sets: Iterable[str], track_ids: Optional[Iterable[str]] = None
+) -> dict[str, dict[str, int]]:
     """Paper Table I per set: unique tags, tag combinations, labelled albums, labelled tracks.
 
     ``albums`` maps track id → album id (tracks without metadata count for no album);
@@ -129,13 +148,15 @@ def table1_statistics(assignments: pd.DataFrame, albums: pd.Series, tag_sets: It
             sub = sub.loc[sub["track_id"].isin(keep)]
         tracks, track_codes = np.unique(sub["track_id"].to_numpy(str), return_inverse=True)
         tags, tag_codes = np.unique(sub["tag"].to_numpy(str), return_inverse=True)
-        m = sp.csr_matrix((np.ones(len(sub), np.int8), (track_codes, tag_codes)),
-                          shape=(len(tracks), len(tags)))
+        m = sp.csr_matrix((np.ones(len(sub), np.int8), (track_codes, tag_codes)), shape=(len(tracks), len(tags)))
         m.sort_indices()
-        combos = {m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes() for i in range(len(tracks))}
-        out[tagset] = {"unique_tags": len(tags), "tag_combinations": len(combos),
-                       "labelled_albums": int(albums.reindex(tracks).dropna().nunique()),
-                       "labelled_tracks": len(tracks)}
+        combos = {m.indices[m.indptr[i] : m.indptr[i + 1]].tobytes() for i in range(len(tracks))}
+        out[tagset] = {
+            "unique_tags": len(tags),
+            "tag_combinations": len(combos),
+            "labelled_albums": int(albums.reindex(tracks).dropna().nunique()),
+            "labelled_tracks": len(tracks),
+        }
     return out
 
 
@@ -160,8 +181,9 @@ def format_table1(stats: dict) -> str:
 # intersection filter, preparation
 
 
-def intersection_filter(assignments: pd.DataFrame, metadata: pd.DataFrame, data: DataConfig
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+def intersection_filter(
+    assignments: pd.DataFrame, metadata: pd.DataFrame, data: DataConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Keep tracks with >= 1 tag in every set of ``data.tag_sets``, metadata and an audio file.
 
     Candidates are the tracks with a tag in any selected set. Checks run in this
@@ -203,9 +225,11 @@ def intersection_filter(assignments: pd.DataFrame, metadata: pd.DataFrame, data:
 
 def _empty_message(data: DataConfig, stages: dict, paths: pd.Series, missing: np.ndarray) -> str:
     sets = ", ".join(data.tag_sets)
-    counts = (f"{stages['candidates']} tracks tagged in any of {sets} → {stages['tagged_in_every_set']} "
-              f"tagged in every set → {stages['with_metadata']} with metadata → "
-              f"{stages['with_audio']} with an audio file")
+    counts = (
+        f"{stages['candidates']} tracks tagged in any of {sets} → {stages['tagged_in_every_set']} "
+        f"tagged in every set → {stages['with_metadata']} with metadata → "
+        f"{stages['with_audio']} with an audio file"
+    )
     if not stages["candidates"]:
         hint = f"no tag of the sets {sets} was read from data.tags {list(data.tags)}"
     elif not stages["tagged_in_every_set"]:
@@ -213,8 +237,10 @@ def _empty_message(data: DataConfig, stages: dict, paths: pd.Series, missing: np
     elif not stages["with_metadata"]:
         hint = f"no tagged track id is in {data.path(data.metadata)}; is it metadata for the same tracks?"
     elif missing.any():
-        hint = (f"e.g. {paths.index[missing][0]} was looked for at {data.path(paths[missing].iloc[0])}; "
-                f"check data.root ({data.root}) and data.audio ({data.audio})")
+        hint = (
+            f"e.g. {paths.index[missing][0]} was looked for at {data.path(paths[missing].iloc[0])}; "
+            f"check data.root ({data.root}) and data.audio ({data.audio})"
+        )
     else:
         hint = f"no tagged track is listed in {data.path(data.audio)}"
     return f"no track survives the intersection filter: {counts}; {hint}"
@@ -241,8 +267,14 @@ class PreparedData:
 def _prepared_paths(config: Config) -> dict[str, Path]:
     out = config.data.prepared_dir
     paths = {name: out / f"{name}.csv" for name in ("tracks", "splits", "skipped")}
-    paths.update({"vocabulary": out / "vocabulary.json", "splits_json": out / "splits.json",
-                  "stats": out / "stats.json", "config": out / "config.yaml"})
+    paths.update(
+        {
+            "vocabulary": out / "vocabulary.json",
+            "splits_json": out / "splits.json",
+            "stats": out / "stats.json",
+            "config": out / "config.yaml",
+        }
+    )
     paths.update({f"tags_{s}": out / f"tags_{s}.npz" for s in config.data.tag_sets})
     return paths
 
@@ -251,8 +283,9 @@ def _ids_sha256(track_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(track_ids)).encode("utf-8")).hexdigest()
 
 
-def _splits(tracks: pd.DataFrame, config: Config, paths: dict[str, Path], resplit: bool
-            ) -> tuple[np.ndarray, dict, bool]:
+def _splits(
+    tracks: pd.DataFrame, config: Config, paths: dict[str, Path], resplit: bool
+) -> tuple[np.ndarray, dict, bool]:
     """Reuse the saved splits if they match the tracks and seed, else compute (with ``resplit``)."""
     proportions = [float(p) for p in check_proportions(config.data.split_proportions)]
     sha = _ids_sha256(tracks["track_id"])
@@ -270,8 +303,10 @@ def _splits(tracks: pd.DataFrame, config: Config, paths: dict[str, Path], respli
         if info.get("seed") != config.seed:
             problems.append(f"saved seed {info.get('seed')} vs seed {config.seed} now")
         if info.get("track_ids_sha256") != sha:
-            problems.append(f"saved splits cover {info.get('n_tracks')} tracks, the filter now keeps "
-                            f"{len(tracks)}" + (" other ones" if info.get("n_tracks") == len(tracks) else ""))
+            problems.append(
+                f"saved splits cover {info.get('n_tracks')} tracks, the filter now keeps "
+                f"{len(tracks)}" + (" other ones" if info.get("n_tracks") == len(tracks) else "")
+            )
         if not np.allclose(info.get("proportions", [0, 0, 0]), proportions):
             problems.append(f"saved proportions {info.get('proportions')} vs {proportions} now")
         if problems:
@@ -280,8 +315,14 @@ def _splits(tracks: pd.DataFrame, config: Config, paths: dict[str, Path], respli
             raise DataError(f"{saved_csv}: does not match {saved_json.name} (edited by hand?); {hint}")
         return saved.reindex(tracks["track_id"]).to_numpy(str), info, True
     splits = split_by_artist(tracks["artist_id"], proportions, seed=config.seed)
-    info = {"seed": config.seed, "proportions": proportions, "counts": split_counts(splits),
-            "n_tracks": len(tracks), "track_ids_sha256": sha, "stratified_by": "artist"}
+    info = {
+        "seed": config.seed,
+        "proportions": proportions,
+        "counts": split_counts(splits),
+        "n_tracks": len(tracks),
+        "track_ids_sha256": sha,
+        "stratified_by": "artist",
+    }
     return splits, info, False
 
 
@@ -309,10 +350,17 @@ def _ingest(config: Config, say: Callable[[str], None]) -> _Ingested:
     """Read tag files and metadata; apply the intersection filter (audio files exist)."""
     data = config.data
     assignments, tag_skips, counts = read_tag_files(data)
-    say(f"read {counts['assignments_read']:,} tag assignments from {counts['tag_files']} file(s) "
+    say(
+        f"read {counts['assignments_read']:,} tag assignments from {counts['tag_files']} file(s) "
         f"({counts['duplicate_assignments']:,} duplicates dropped"
-        + (f"; {counts['conflicting_tracks']:,} tracks with conflicting tags in two files, merged and listed "
-           "in skipped.csv" if counts.get("conflicting_tracks") else "") + ")")
+        + (
+            f"; {counts['conflicting_tracks']:,} tracks with conflicting tags in two files, merged and listed "
+            "in skipped.csv"
+            if counts.get("conflicting_tracks")
+            else ""
+        )
+        + ")"
+    )
     outside = ~assignments["tagset"].isin(data.tag_sets)
     counts["assignments_of_unselected_sets"] = int(outside.sum())
     assignments = assignments.loc[~outside].reset_index(drop=True)
@@ -325,9 +373,14 @@ def _ingest(config: Config, say: Callable[[str], None]) -> _Ingested:
     return _Ingested(assignments, metadata, tracks, skips, stages, counts)
 
 
-def extract_shard(config: Config, shard: tuple[int, int], *, workers: Optional[int] = None,
-                  progress: Optional[Callable[[str], None]] = None,
-                  extraction_progress: Optional[Callable[[int, int], None]] = None):
+def extract_shard(
+    config: Config,
+    shard: tuple[int, int],
+    *,
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    extraction_progress: Optional[Callable[[int, int], None]] = None,
+):
     """Ingest and filter as :func:`prepare_dataset` does, then extract features of shard ``i`` of ``n`` only.
 
     For many machines sharing one cache: run this with ``(i, n)`` on machine
@@ -338,13 +391,18 @@ def extract_shard(config: Config, shard: tuple[int, int], *, workers: Optional[i
     from msd_triplet import features
 
     ingested = _ingest(config, progress or (lambda _msg: None))
-    return features.extract_tracks(config, ingested.tracks, shard=shard, workers=workers,
-                                   progress=extraction_progress)
+    return features.extract_tracks(config, ingested.tracks, shard=shard, workers=workers, progress=extraction_progress)
 
 
-def prepare_dataset(config: Config, *, resplit: bool = False, extract: bool = True,
-                    workers: Optional[int] = None, progress: Optional[Callable[[str], None]] = None,
-                    extraction_progress: Optional[Callable[[int, int], None]] = None) -> PreparedData:
+def prepare_dataset(
+    config: Config,
+    *,
+    resplit: bool = False,
+    extract: bool = True,
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    extraction_progress: Optional[Callable[[int, int], None]] = None,
+) -> PreparedData:
     """Read tags, metadata and audio; filter; extract features; split; write ``config.data.prepared_dir``.
 
     Writes (atomically) ``tracks.csv``, ``tags_<set>.npz`` per set of
@@ -378,12 +436,23 @@ def prepare_dataset(config: Config, *, resplit: bool = False, extract: bool = Tr
     matrices = {s: build_tag_matrix(assignments, s, tracks["track_id"])[0] for s in data.tag_sets}
     skips = pd.concat(skip_parts, ignore_index=True)
     reasons = skips["reason"].str.extract(r"^([^:(]*)", expand=False).str.strip().value_counts()
-    counts.update({"malformed_track_ids": int(skips["reason"].str.startswith(md.MALFORMED_ID).sum()),
-                   "filter_stages": stages, "kept_tracks": len(tracks), "splits": split_info["counts"]})
+    counts.update(
+        {
+            "malformed_track_ids": int(skips["reason"].str.startswith(md.MALFORMED_ID).sum()),
+            "filter_stages": stages,
+            "kept_tracks": len(tracks),
+            "splits": split_info["counts"],
+        }
+    )
     albums = metadata["album_id"]
-    stats = {"table1": {"before": table1_statistics(assignments, albums, data.tag_sets),
-                        "after": table1_statistics(assignments, albums, data.tag_sets, tracks["track_id"])},
-             "counts": counts, "skipped": {k: int(v) for k, v in reasons.items()}}
+    stats = {
+        "table1": {
+            "before": table1_statistics(assignments, albums, data.tag_sets),
+            "after": table1_statistics(assignments, albums, data.tag_sets, tracks["track_id"]),
+        },
+        "counts": counts,
+        "skipped": {k: int(v) for k, v in reasons.items()},
+    }
     stats = json.loads(json.dumps(stats))
     _write_csv(tracks, paths["tracks"])
     for tagset, tm in matrices.items():
@@ -396,14 +465,20 @@ def prepare_dataset(config: Config, *, resplit: bool = False, extract: bool = Tr
     atomic_write_json(paths["stats"], stats)
     save_config(config, paths["config"])
     say(format_table1(stats["table1"]))
-    say(f"{'reused' if reused else 'computed'} splits {split_info['counts']}; "
-        f"skipped {len(skips):,} rows/tracks (see {paths['skipped']}); wrote {data.prepared_dir}")
+    say(
+        f"{'reused' if reused else 'computed'} splits {split_info['counts']}; "
+        f"skipped {len(skips):,} rows/tracks (see {paths['skipped']}); wrote {data.prepared_dir}"
+    )
     return PreparedData(tracks, matrices, stats, paths)
 
 
-def _extract(config: Config, tracks: pd.DataFrame, workers: Optional[int],
-             extraction_progress: Optional[Callable[[int, int], None]], say: Callable[[str], None]
-             ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _extract(
+    config: Config,
+    tracks: pd.DataFrame,
+    workers: Optional[int],
+    extraction_progress: Optional[Callable[[int, int], None]],
+    say: Callable[[str], None],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Extract features of ``tracks``; drop the unreadable ones. Returns (kept, skip records, summary)."""
     from msd_triplet import features
 
@@ -414,20 +489,41 @@ def _extract(config: Config, tracks: pd.DataFrame, workers: Optional[int],
     manifest = cache.skipped().set_index("track_id")
     dropped = tracks.loc[~readable, "track_id"]
     skips = md.skip_frame(
-        (manifest.at[t, "path"], None, t, f"audio {manifest.at[t, 'kind'].replace('_', ' ')}: "
-                                          f"{manifest.at[t, 'message']}") for t in dropped)
+        (
+            manifest.at[t, "path"],
+            None,
+            t,
+            f"audio {manifest.at[t, 'kind'].replace('_', ' ')}: {manifest.at[t, 'message']}",
+        )
+        for t in dropped
+    )
     if not readable.any():
-        raise DataError(f"no track has a readable audio segment ({len(tracks)} tried); "
-                        f"see {report.manifest} for the reason of each")
-    summary = {"directory": str(report.directory), "key": report.directory.name, "extracted_now": report.extracted,
-               "seconds": round(report.seconds, 2), "clips_per_second": round(report.clips_per_second, 1),
-               "readable": int(readable.sum()), "unreadable": int((~readable).sum()),
-               "silent_now": report.silent_now, "unreadable_by_kind": report.kinds}
-    say(f"features: {summary['readable']:,} readable, {summary['unreadable']:,} skipped "
+        raise DataError(
+            f"no track has a readable audio segment ({len(tracks)} tried); see {report.manifest} for the reason of each"
+        )
+    summary = {
+        "directory": str(report.directory),
+        "key": report.directory.name,
+        "extracted_now": report.extracted,
+        "seconds": round(report.seconds, 2),
+        "clips_per_second": round(report.clips_per_second, 1),
+        "readable": int(readable.sum()),
+        "unreadable": int((~readable).sum()),
+        "silent_now": report.silent_now,
+        "unreadable_by_kind": report.kinds,
+    }
+    say(
+        f"features: {summary['readable']:,} readable, {summary['unreadable']:,} skipped "
         f"({', '.join(f'{k} {v}' for k, v in report.kinds.items()) or 'none'}"
-        + (f"; {report.silent_now} silent, kept" if report.silent_now else "") + "); "
-        + (f"{report.extracted + report.skipped_now:,} decoded now at {report.clips_per_second:.0f} clips/s"
-           if report.extracted + report.skipped_now else "all from the cache") + f"; cache {report.directory}")
+        + (f"; {report.silent_now} silent, kept" if report.silent_now else "")
+        + "); "
+        + (
+            f"{report.extracted + report.skipped_now:,} decoded now at {report.clips_per_second:.0f} clips/s"
+            if report.extracted + report.skipped_now
+            else "all from the cache"
+        )
+        + f"; cache {report.directory}"
+    )
     return tracks.loc[readable].reset_index(drop=True), skips, summary
 
 
@@ -443,8 +539,10 @@ def load_prepared(config: Config) -> PreparedData:
         stats = json.loads(paths["stats"].read_text(encoding="utf-8"))
         loaded = {s: sp.load_npz(paths[f"tags_{s}"]).tocsr() for s in config.data.tag_sets}
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{config.data.prepared_dir}: cannot read prepared data ({exc}); "
-                        "run `msd-triplet prepare --config <your config>` again") from None
+        raise DataError(
+            f"{config.data.prepared_dir}: cannot read prepared data ({exc}); "
+            "run `msd-triplet prepare --config <your config>` again"
+        ) from None
     if list(tracks.columns) != list(TRACK_COLUMNS):
         raise DataError(f"{paths['tracks']}: columns {list(tracks.columns)}, expected {list(TRACK_COLUMNS)}")
     ids = tracks["track_id"].to_numpy(str)

@@ -55,14 +55,22 @@ from msd_triplet.fileio import atomic_write_json
 from msd_triplet.runfolder import RunFolder
 from msd_triplet.splits import SPLIT_NAMES, split_positions
 
-__all__ = ["FACETS", "ProbeReport", "facet_labels", "format_probe", "probe_embeddings", "probe_run",
-           "score", "train_head"]
+__all__ = [
+    "FACETS",
+    "ProbeReport",
+    "facet_labels",
+    "format_probe",
+    "probe_embeddings",
+    "probe_run",
+    "score",
+    "train_head",
+]
 
 #: the facets a probe can be trained on
 FACETS = tuple(FACET_TAG_SETS)
-MIN_TRAIN = 10       # labelled training tracks a head needs
-MIN_TEST = 2         # labelled test tracks a report needs
-MIN_VALIDATION = 8   # labelled validation tracks for early stopping (else fixed epochs)
+MIN_TRAIN = 10  # labelled training tracks a head needs
+MIN_TEST = 2  # labelled test tracks a report needs
+MIN_VALIDATION = 8  # labelled validation tracks for early stopping (else fixed epochs)
 
 
 @dataclass
@@ -72,16 +80,23 @@ class ProbeReport:
     checkpoint: str
     seed: int
     multilabel: bool
-    classes: tuple[str, ...]           # the head's outputs, in order
-    tracks: dict[str, int]             # labelled tracks used per split
-    early_stopping: bool               # on the validation split; else fixed epochs
-    results: dict[str, dict]           # "trained", "untrained" (optional), "trivial" → metrics
+    classes: tuple[str, ...]  # the head's outputs, in order
+    tracks: dict[str, int]  # labelled tracks used per split
+    early_stopping: bool  # on the validation split; else fixed epochs
+    results: dict[str, dict]  # "trained", "untrained" (optional), "trivial" → metrics
     table: str = field(default="", repr=False)  # Markdown, from format_probe
 
     def to_json(self) -> dict:
-        return {"facet": self.facet, "checkpoint": self.checkpoint, "seed": self.seed,
-                "multilabel": self.multilabel, "classes": list(self.classes), "tracks": self.tracks,
-                "early_stopping": self.early_stopping, "results": self.results}
+        return {
+            "facet": self.facet,
+            "checkpoint": self.checkpoint,
+            "seed": self.seed,
+            "multilabel": self.multilabel,
+            "classes": list(self.classes),
+            "tracks": self.tracks,
+            "early_stopping": self.early_stopping,
+            "results": self.results,
+        }
 
 
 # --------------------------------------------------------------------------- labels
@@ -106,17 +121,21 @@ def facet_labels(prepared, facet: str, min_positives: int = 5) -> tuple[tuple[st
         raise DataError(f"probe facet {facet!r}: allowed are {', '.join(FACETS)}")
     tagset = FACET_TAG_SETS[facet]
     if tagset not in prepared.matrices:
-        raise DataError(f"probe facet {facet!r} needs the tag set {tagset!r}, which was not prepared "
-                        f"(prepared: {', '.join(prepared.matrices) or 'none'}); add it to data.tag_sets "
-                        "and run `msd-triplet prepare` again")
+        raise DataError(
+            f"probe facet {facet!r} needs the tag set {tagset!r}, which was not prepared "
+            f"(prepared: {', '.join(prepared.matrices) or 'none'}); add it to data.tag_sets "
+            "and run `msd-triplet prepare` again"
+        )
     matrix = (prepared.matrices[tagset].matrix > 0).tocsr()
     vocabulary = prepared.matrices[tagset].vocabulary
     counts = np.asarray(matrix[split_positions(prepared.tracks, "train")].sum(axis=0)).ravel()
     keep = np.flatnonzero(counts >= min_positives)
     needed = 2 if facet == "genre" else 1
     if len(keep) < needed:
-        raise DataError(f"probe facet {facet!r}: {len(keep)} {tagset} tag(s) have >= {min_positives} training "
-                        f"tracks, the probe needs at least {needed}; lower min_positives or add data")
+        raise DataError(
+            f"probe facet {facet!r}: {len(keep)} {tagset} tag(s) have >= {min_positives} training "
+            f"tracks, the probe needs at least {needed}; lower min_positives or add data"
+        )
     sub = matrix[:, keep]
     if facet == "genre":
         # main genre: of the track's usable genres, the most frequent in training
@@ -124,7 +143,7 @@ def facet_labels(prepared, facet: str, min_positives: int = 5) -> tuple[tuple[st
         usable = sub.getnnz(axis=1) > 0
         y_all = weighted.argmax(axis=1).astype(np.int64)
     else:
-        usable = matrix.getnnz(axis=1) > 0     # labelled in the set (possibly only by rare tags)
+        usable = matrix.getnnz(axis=1) > 0  # labelled in the set (possibly only by rare tags)
         y_all = None
     labels = {}
     for name in SPLIT_NAMES:
@@ -136,17 +155,29 @@ def facet_labels(prepared, facet: str, min_positives: int = 5) -> tuple[tuple[st
     for name, least in (("train", MIN_TRAIN), ("test", MIN_TEST)):
         n = len(labels[name][0]) if name in labels else 0
         if n < least:
-            raise DataError(f"probe facet {facet!r}: the {name} split has {n} track(s) with a usable "
-                            f"{facet} label, the probe needs at least {least}")
+            raise DataError(
+                f"probe facet {facet!r}: the {name} split has {n} track(s) with a usable "
+                f"{facet} label, the probe needs at least {least}"
+            )
     return tuple(vocabulary[i] for i in keep), labels
 
 
 # --------------------------------------------------------------------------- head and metrics
 
 
-def train_head(x: np.ndarray, y: np.ndarray, *, multilabel: bool, classes: int,
-               validation: Optional[tuple[np.ndarray, np.ndarray]] = None, epochs: int = 100,
-               patience: int = 10, batch_size: int = 64, learning_rate: float = 1e-2, seed: int = 0):
+def train_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    multilabel: bool,
+    classes: int,
+    validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    epochs: int = 100,
+    patience: int = 10,
+    batch_size: int = 64,
+    learning_rate: float = 1e-2,
+    seed: int = 0,
+):
     """A standardise → Dense head trained on frozen embeddings; returns (model, epochs trained).
 
     Parameters
@@ -159,22 +190,39 @@ def train_head(x: np.ndarray, y: np.ndarray, *, multilabel: bool, classes: int,
     import keras
 
     x = np.asarray(x, np.float32)
-    keras.utils.set_random_seed(seed)      # the per-epoch shuffle (sets Keras' global seed, as fit does)
+    keras.utils.set_random_seed(seed)  # the per-epoch shuffle (sets Keras' global seed, as fit does)
     variance = x.var(axis=0)
     variance = np.maximum(variance, 1e-6 * variance.max() + 1e-30)  # no blow-up on constant dimensions
-    head = keras.Sequential([
-        keras.Input((x.shape[1],), name="embedding"),
-        keras.layers.Normalization(mean=x.mean(axis=0), variance=variance, name="standardise"),
-        keras.layers.Dense(classes, activation="sigmoid" if multilabel else "softmax",
-                           kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="probe"),
-    ], name="probe_head")
-    head.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                 loss="binary_crossentropy" if multilabel else "sparse_categorical_crossentropy")
+    head = keras.Sequential(
+        [
+            keras.Input((x.shape[1],), name="embedding"),
+            keras.layers.Normalization(mean=x.mean(axis=0), variance=variance, name="standardise"),
+            keras.layers.Dense(
+                classes,
+                activation="sigmoid" if multilabel else "softmax",
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+                name="probe",
+            ),
+        ],
+        name="probe_head",
+    )
+    head.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="binary_crossentropy" if multilabel else "sparse_categorical_crossentropy",
+    )
     callbacks = []
     if validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True))
-    history = head.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation,
-                       callbacks=callbacks, shuffle=True, verbose=0)
+    history = head.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
     return head, len(history.history["loss"])
 
 
@@ -190,13 +238,18 @@ def score(y: np.ndarray, scores: np.ndarray, multilabel: bool) -> dict:
     scores = np.asarray(scores)
     if not multilabel:
         predicted = scores.argmax(axis=1)
-        return {"accuracy": float(accuracy_score(y, predicted)),
-                "macro_f1": float(f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0))}
+        return {
+            "accuracy": float(accuracy_score(y, predicted)),
+            "macro_f1": float(f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0)),
+        }
     y = np.asarray(y) > 0.5
     both = y.any(axis=0) & ~y.all(axis=0)
     auc = roc_auc_score(y[:, both], scores[:, both], average="macro") if both.any() else float("nan")
-    return {"macro_auc": float(auc), "auc_tags": int(both.sum()),
-            "micro_f1": float(f1_score(y, scores >= 0.5, average="micro", zero_division=0))}
+    return {
+        "macro_auc": float(auc),
+        "auc_tags": int(both.sum()),
+        "micro_f1": float(f1_score(y, scores >= 0.5, average="micro", zero_division=0)),
+    }
 
 
 def trivial_scores(y_train: np.ndarray, n: int, multilabel: bool, classes: int) -> np.ndarray:
@@ -208,14 +261,23 @@ def trivial_scores(y_train: np.ndarray, n: int, multilabel: bool, classes: int) 
     return np.tile(prior, (n, 1))
 
 
-def probe_embeddings(train: tuple, test: tuple, validation: Optional[tuple] = None, *, multilabel: bool,
-                     classes: int, seed: int = 0, **head_options) -> dict:
+def probe_embeddings(
+    train: tuple,
+    test: tuple,
+    validation: Optional[tuple] = None,
+    *,
+    multilabel: bool,
+    classes: int,
+    seed: int = 0,
+    **head_options,
+) -> dict:
     """Train a head on ``train = (x, y)``, score it on ``test``: metrics plus ``epochs``.
 
     ``validation`` enables early stopping; ``head_options`` go to :func:`train_head`.
     """
-    head, epochs = train_head(*train, multilabel=multilabel, classes=classes, validation=validation,
-                              seed=seed, **head_options)
+    head, epochs = train_head(
+        *train, multilabel=multilabel, classes=classes, validation=validation, seed=seed, **head_options
+    )
     scores = np.asarray(head(np.asarray(test[0], np.float32), training=False))
     return {**score(test[1], scores, multilabel), "epochs": epochs}
 
@@ -223,9 +285,19 @@ def probe_embeddings(train: tuple, test: tuple, validation: Optional[tuple] = No
 # --------------------------------------------------------------------------- a run
 
 
-def probe_run(run, facet: str = "genre", *, checkpoint: str = "best", epochs: int = 100, patience: int = 10,
-              seed: Optional[int] = None, untrained: bool = True, min_positives: int = 5,
-              say: Callable[[str], None] = print, **head_options) -> ProbeReport:
+def probe_run(
+    run,
+    facet: str = "genre",
+    *,
+    checkpoint: str = "best",
+    epochs: int = 100,
+    patience: int = 10,
+    seed: Optional[int] = None,
+    untrained: bool = True,
+    min_positives: int = 5,
+    say: Callable[[str], None] = print,
+    **head_options,
+) -> ProbeReport:
     """Linear probe of a run's frozen embeddings on ``facet``; writes ``probe-<facet>.json``.
 
     Parameters
@@ -245,8 +317,8 @@ def probe_run(run, facet: str = "genre", *, checkpoint: str = "best", epochs: in
     """
     from msd_triplet import training
     from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.runs import run_config
     from msd_triplet.prepare import load_prepared
+    from msd_triplet.runs import run_config
 
     if facet not in FACET_TAG_SETS:  # before any loading
         raise DataError(f"probe facet {facet!r}: allowed are {', '.join(FACETS)}")
@@ -259,8 +331,10 @@ def probe_run(run, facet: str = "genre", *, checkpoint: str = "best", epochs: in
     if "validation" in labels and len(labels["validation"][0]) < MIN_VALIDATION:
         labels.pop("validation")
     if "validation" not in labels:
-        say(f"the validation split has fewer than {MIN_VALIDATION} labelled tracks: "
-            f"training the head for {epochs} epochs, without early stopping")
+        say(
+            f"the validation split has fewer than {MIN_VALIDATION} labelled tracks: "
+            f"training the head for {epochs} epochs, without early stopping"
+        )
     cache = FeatureCache(cache_dir(config))
     track_ids = prepared.tracks["track_id"].to_numpy()
     rows = {s: cache.rows(track_ids[positions]) for s, (positions, _) in labels.items()}
@@ -268,18 +342,36 @@ def probe_run(run, facet: str = "genre", *, checkpoint: str = "best", epochs: in
     def probe(model) -> dict:
         x = {s: training.embed_rows(model, cache, r) for s, r in rows.items()}
         validation = (x["validation"], labels["validation"][1]) if "validation" in x else None
-        return probe_embeddings((x["train"], labels["train"][1]), (x["test"], labels["test"][1]), validation,
-                                multilabel=multilabel, classes=len(classes), seed=seed, epochs=epochs,
-                                patience=patience, **head_options)
+        return probe_embeddings(
+            (x["train"], labels["train"][1]),
+            (x["test"], labels["test"][1]),
+            validation,
+            multilabel=multilabel,
+            classes=len(classes),
+            seed=seed,
+            epochs=epochs,
+            patience=patience,
+            **head_options,
+        )
 
     results = {"trained": probe(training.load_run_model(run, checkpoint))}
     if untrained:
         results["untrained"] = probe(training.compile_model(config))
     y_test = labels["test"][1]
-    results["trivial"] = score(y_test, trivial_scores(labels["train"][1], len(y_test), multilabel, len(classes)),
-                               multilabel)
-    report = ProbeReport(run, facet, checkpoint, seed, multilabel, classes,
-                         {s: int(len(p)) for s, (p, _) in labels.items()}, "validation" in labels, results)
+    results["trivial"] = score(
+        y_test, trivial_scores(labels["train"][1], len(y_test), multilabel, len(classes)), multilabel
+    )
+    report = ProbeReport(
+        run,
+        facet,
+        checkpoint,
+        seed,
+        multilabel,
+        classes,
+        {s: int(len(p)) for s, (p, _) in labels.items()},
+        "validation" in labels,
+        results,
+    )
     report.table = format_probe(report)
     atomic_write_json(RunFolder(run).probe(facet), {**report.to_json(), "table": report.table})
     return report
@@ -296,8 +388,10 @@ def format_probe(report: ProbeReport) -> str:
     names = {"trained": f"trained ({report.checkpoint})", "untrained": "untrained", "trivial": trivial}
     kind = "multi-label" if report.multilabel else "single label"
     stopping = "early stopping on validation" if report.early_stopping else "fixed epochs"
-    caption = (f"Linear probe, {report.facet} ({kind}, {len(report.classes)} classes): "
-               f"{report.tracks['train']} train / {report.tracks['test']} test tracks, {stopping}, seed {report.seed}")
+    caption = (
+        f"Linear probe, {report.facet} ({kind}, {len(report.classes)} classes): "
+        f"{report.tracks['train']} train / {report.tracks['test']} test tracks, {stopping}, seed {report.seed}"
+    )
     head = ["embeddings", *columns.values(), "epochs"]
     lines = [caption, "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for key, metrics in report.results.items():

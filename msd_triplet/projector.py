@@ -43,8 +43,7 @@ _SEPARATORS = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def write_projector(folder: str | os.PathLike, embeddings, metadata: pd.DataFrame, *,
-                    name: str = "embeddings") -> Path:
+def write_projector(folder: str | os.PathLike, embeddings, metadata: pd.DataFrame, *, name: str = "embeddings") -> Path:
     """Write ``embeddings`` and ``metadata`` into ``folder`` (created if missing) for the projector.
 
     Parameters
@@ -58,8 +57,10 @@ def write_projector(folder: str | os.PathLike, embeddings, metadata: pd.DataFram
     ArgumentError if a value is not allowed.
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == Path(METADATA_FILE).stem:
-        raise ArgumentError(f"name: {name!r} is not allowed; use letters, digits, '_', '.' and '-' "
-                            f"(not starting with '_', '.' or '-'), other than {Path(METADATA_FILE).stem!r}")
+        raise ArgumentError(
+            f"name: {name!r} is not allowed; use letters, digits, '_', '.' and '-' "
+            f"(not starting with '_', '.' or '-'), other than {Path(METADATA_FILE).stem!r}"
+        )
     vectors = _checked_vectors(embeddings, metadata)
     from google.protobuf import text_format
     from tensorboard.plugins.projector import ProjectorConfig
@@ -91,8 +92,9 @@ def projector_metadata(table: pd.DataFrame, tag_sets: Sequence[str], *, separato
 
     missing = [c for c in (*TRACK_COLUMNS, *tag_sets) if c not in table.columns]
     if missing:
-        raise ArgumentError(f"projector_metadata: table has no column {', '.join(missing)}; "
-                            f"it has {', '.join(map(str, table.columns))}")
+        raise ArgumentError(
+            f"projector_metadata: table has no column {', '.join(missing)}; it has {', '.join(map(str, table.columns))}"
+        )
     facet_of = {tag_set: facet for facet, tag_set in FACET_TAG_SETS.items()}
     out = table.loc[:, list(TRACK_COLUMNS)].reset_index(drop=True)
     for tag_set in tag_sets:
@@ -102,8 +104,9 @@ def projector_metadata(table: pd.DataFrame, tag_sets: Sequence[str], *, separato
     return out
 
 
-def write_run_projector(run: str | os.PathLike, out: str | os.PathLike, *, split: str = "test",
-                        checkpoint: str = "best") -> Path:
+def write_run_projector(
+    run: str | os.PathLike, out: str | os.PathLike, *, split: str = "test", checkpoint: str = "best"
+) -> Path:
     """Write the projector files of a trained run's ``split`` ("all" for every track) into ``out``.
 
     The embeddings are the run's cached split index (:func:`msd_triplet.embed.split_index`);
@@ -130,8 +133,10 @@ def write_files_projector(embeddings_npy: str | os.PathLike, out: str | os.PathL
         embeddings = np.load(npy, allow_pickle=False)
         tracks = pd.read_csv(tracks_csv, dtype={"path": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{npy}: cannot read it or {tracks_csv.name} beside it ({exc}); give the .npy written by "
-                        "`msd-triplet embed … --out X.npy`") from None
+        raise DataError(
+            f"{npy}: cannot read it or {tracks_csv.name} beside it ({exc}); give the .npy written by "
+            "`msd-triplet embed … --out X.npy`"
+        ) from None
     if list(tracks.columns) != ["row", "path"] or not np.array_equal(tracks["row"], np.arange(len(tracks))):
         raise DataError(f"{tracks_csv}: need columns row, path with rows 0 … N-1 in order")
     if len(embeddings) == 0:
@@ -149,8 +154,9 @@ def _checked_vectors(embeddings, metadata: pd.DataFrame) -> np.ndarray:
         raise ArgumentError("metadata: has no columns; need at least one")
     header = [_cell(c) for c in metadata.columns]
     if len(set(header)) != len(header):
-        raise ArgumentError(f"metadata: column names {header} repeat (tabs and line breaks read as spaces); "
-                            "need distinct names")
+        raise ArgumentError(
+            f"metadata: column names {header} repeat (tabs and line breaks read as spaces); need distinct names"
+        )
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             vectors = np.asarray(embeddings, dtype=np.float32)
@@ -161,11 +167,14 @@ def _checked_vectors(embeddings, metadata: pd.DataFrame) -> np.ndarray:
     bad = np.argwhere(~np.isfinite(vectors))
     if len(bad):
         row, column = bad[0]
-        raise ArgumentError(f"embeddings: not finite in float32 at {len(bad)} of {vectors.size} values, "
-                            f"the first at row {row}, column {column} ({vectors[row, column]}); need finite values")
+        raise ArgumentError(
+            f"embeddings: not finite in float32 at {len(bad)} of {vectors.size} values, "
+            f"the first at row {row}, column {column} ({vectors[row, column]}); need finite values"
+        )
     if len(vectors) != len(metadata):
-        raise ArgumentError(f"embeddings: {len(vectors)} rows, but metadata has {len(metadata)}; "
-                            "need one metadata row per vector")
+        raise ArgumentError(
+            f"embeddings: {len(vectors)} rows, but metadata has {len(metadata)}; need one metadata row per vector"
+        )
     return vectors
 
 

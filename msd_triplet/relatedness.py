@@ -118,8 +118,9 @@ def relatedness_matrix(vectors, kind: str):
     else:
         labels = v[:, 0]
         known = labels >= 0
-        same = tf.logical_and(tf.equal(labels[:, None], labels[None, :]),
-                              tf.logical_and(known[:, None], known[None, :]))
+        same = tf.logical_and(
+            tf.equal(labels[:, None], labels[None, :]), tf.logical_and(known[:, None], known[None, :])
+        )
         out = tf.cast(same, tf.float32)
     return tf.linalg.set_diag(out, tf.zeros(tf.shape(out)[0], tf.float32))
 
@@ -170,17 +171,17 @@ def pair_values(vectors: np.ndarray, kind: str, i: np.ndarray, j: np.ndarray) ->
         sizes = v.sum(axis=1)
     out = np.empty(len(i), np.float32)
     for start in range(0, len(i), _PAIR_CHUNK):
-        a, b = i[start:start + _PAIR_CHUNK], j[start:start + _PAIR_CHUNK]
+        a, b = i[start : start + _PAIR_CHUNK], j[start : start + _PAIR_CHUNK]
         if kind == "label":
             la, lb = v[a, 0], v[b, 0]
-            out[start:start + len(a)] = (la == lb) & (la >= 0)
+            out[start : start + len(a)] = (la == lb) & (la >= 0)
             continue
         dot = np.einsum("pm,pm->p", v[a], v[b])
         if kind == "cosine":
-            out[start:start + len(a)] = dot
+            out[start : start + len(a)] = dot
         else:
             union = sizes[a] + sizes[b] - dot
-            out[start:start + len(a)] = np.divide(dot, union, out=np.zeros_like(dot), where=union > 0)
+            out[start : start + len(a)] = np.divide(dot, union, out=np.zeros_like(dot), where=union > 0)
     return out
 
 
@@ -196,8 +197,10 @@ def main_genre_labels(prepared) -> np.ndarray:
     alphabetically first tag (the vocabulary is sorted).
     """
     if GENRE_SET not in prepared.matrices:
-        raise DataError(f"source 'genre' needs the tag set {GENRE_SET!r}, but the prepared data has only "
-                        f"{', '.join(prepared.matrices) or 'no sets'}; add it to data.tag_sets and run prepare again")
+        raise DataError(
+            f"source 'genre' needs the tag set {GENRE_SET!r}, but the prepared data has only "
+            f"{', '.join(prepared.matrices) or 'no sets'}; add it to data.tag_sets and run prepare again"
+        )
     matrix = sp.csr_matrix(prepared.matrices[GENRE_SET].matrix)
     binary = (matrix != 0).astype(np.int64).tocsr()
     counts = np.asarray(binary.sum(axis=0)).ravel()
@@ -217,8 +220,9 @@ def artist_labels(prepared) -> np.ndarray:
     return index.astype(np.int64)
 
 
-def source_vectors(source: str, prepared, positions: np.ndarray, lsi_vectors: np.ndarray | None = None,
-                   tag_sets: Sequence[str] = ()) -> np.ndarray:
+def source_vectors(
+    source: str, prepared, positions: np.ndarray, lsi_vectors: np.ndarray | None = None, tag_sets: Sequence[str] = ()
+) -> np.ndarray:
     """Per-track vectors of a relatedness source, float32 [len(positions), m].
 
     Parameters
@@ -242,15 +246,17 @@ def source_vectors(source: str, prepared, positions: np.ndarray, lsi_vectors: np
     positions = np.asarray(positions, np.int64)
     n_tracks = len(prepared.tracks)
     if len(positions) and (positions.min() < 0 or positions.max() >= n_tracks):
-        raise ArgumentError(f"positions must lie in [0, {n_tracks}) (rows of prepared.tracks), "
-                            f"got {positions.min()}..{positions.max()}")
+        raise ArgumentError(
+            f"positions must lie in [0, {n_tracks}) (rows of prepared.tracks), got {positions.min()}..{positions.max()}"
+        )
     if source == "lsi":
         if lsi_vectors is None:
             raise ArgumentError("source 'lsi' needs lsi_vectors (the LSI vectors of the tracks at positions)")
         vectors = np.asarray(lsi_vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(positions):
-            raise ArgumentError(f"lsi_vectors has shape {vectors.shape}; expected [{len(positions)}, k], one row "
-                                "per position")
+            raise ArgumentError(
+                f"lsi_vectors has shape {vectors.shape}; expected [{len(positions)}, k], one row per position"
+            )
         return vectors
     if source == "jaccard":
         if isinstance(tag_sets, str):
@@ -259,13 +265,15 @@ def source_vectors(source: str, prepared, positions: np.ndarray, lsi_vectors: np
             raise ArgumentError("source 'jaccard' needs tag_sets, e.g. ('genres', 'styles', 'moods', 'themes')")
         missing = [s for s in tag_sets if s not in prepared.matrices]
         if missing:
-            raise DataError(f"tag set(s) {', '.join(missing)} not in the prepared data (it has "
-                            f"{', '.join(prepared.matrices) or 'no sets'}); add them to data.tag_sets and run "
-                            "prepare again")
+            raise DataError(
+                f"tag set(s) {', '.join(missing)} not in the prepared data (it has "
+                f"{', '.join(prepared.matrices) or 'no sets'}); add them to data.tag_sets and run "
+                "prepare again"
+            )
         blocks = [sp.csr_matrix(prepared.matrices[s].matrix)[positions] for s in tag_sets]
         return (sp.hstack(blocks, format="csr") != 0).astype(np.float32).toarray()
     labels = main_genre_labels(prepared) if source == "genre" else artist_labels(prepared)
-    if labels.max(initial=0) >= 2 ** 24:
+    if labels.max(initial=0) >= 2**24:
         raise DataError(f"source {source!r}: more than 2**24 labels cannot be stored exactly as float32")
     return labels[positions].astype(np.float32)[:, None]
 
@@ -313,8 +321,15 @@ def _pair_sample(vectors, kind, albums, max_pairs, seed) -> tuple[np.ndarray, bo
     return pair_values(vectors, kind, i, j), exact
 
 
-def pair_shares(vectors: np.ndarray, kind: str, albums, positive_threshold: float, negative_threshold: float,
-                max_pairs: int = 2_000_000, seed: int = 0) -> tuple[float, float]:
+def pair_shares(
+    vectors: np.ndarray,
+    kind: str,
+    albums,
+    positive_threshold: float,
+    negative_threshold: float,
+    max_pairs: int = 2_000_000,
+    seed: int = 0,
+) -> tuple[float, float]:
     """(share of positive pairs, share of negative pairs) among the pairs i < j from different albums.
 
     Positive: relatedness >= ``positive_threshold``; negative: relatedness <
@@ -322,8 +337,10 @@ def pair_shares(vectors: np.ndarray, kind: str, albums, positive_threshold: floa
     else on a seeded uniform sample of pairs (:func:`sample_pairs`).
     """
     values, _ = _pair_sample(vectors, kind, albums, max_pairs, seed)
-    return (np.count_nonzero(values >= positive_threshold) / len(values),
-            np.count_nonzero(values < negative_threshold) / len(values))
+    return (
+        np.count_nonzero(values >= positive_threshold) / len(values),
+        np.count_nonzero(values < negative_threshold) / len(values),
+    )
 
 
 @dataclass(frozen=True)
@@ -332,15 +349,22 @@ class Calibration:
 
     positive_threshold: float
     negative_threshold: float
-    positive_share: float          # achieved: share of pairs with relatedness >= positive_threshold
-    negative_share: float          # achieved: share of pairs with relatedness < negative_threshold
+    positive_share: float  # achieved: share of pairs with relatedness >= positive_threshold
+    negative_share: float  # achieved: share of pairs with relatedness < negative_threshold
     target_positive_share: float
     target_negative_share: float
-    exact: bool = True             # False: shares measured on a sample of pairs
+    exact: bool = True  # False: shares measured on a sample of pairs
 
 
-def calibrate_thresholds(vectors: np.ndarray, kind: str, albums, positive_share: float, negative_share: float,
-                         max_pairs: int = 2_000_000, seed: int = 0) -> Calibration:
+def calibrate_thresholds(
+    vectors: np.ndarray,
+    kind: str,
+    albums,
+    positive_share: float,
+    negative_share: float,
+    max_pairs: int = 2_000_000,
+    seed: int = 0,
+) -> Calibration:
     """Thresholds whose shares of positive and negative pairs come closest to the targets.
 
     Over the pairs i < j from different albums (all, or a seeded sample as in
@@ -379,8 +403,8 @@ def calibrate_thresholds(vectors: np.ndarray, kind: str, albums, positive_share:
         pos_error[-1] = np.inf
     if negative_share > 0:
         neg_error[0] = np.inf
-    p = int(np.argmin(pos_error))                                   # first minimum: the lower threshold
-    q = len(candidates) - 1 - int(np.argmin(neg_error[::-1]))      # last minimum: the higher threshold
+    p = int(np.argmin(pos_error))  # first minimum: the lower threshold
+    q = len(candidates) - 1 - int(np.argmin(neg_error[::-1]))  # last minimum: the higher threshold
     if q > p:
         # On the diagonal the error sum is flat wherever share(>= t) lies between 1 − negative_share
         # and positive_share; among those, take the t that misses both targets by the same amount.
@@ -390,5 +414,12 @@ def calibrate_thresholds(vectors: np.ndarray, kind: str, albums, positive_share:
         best = np.flatnonzero(error <= error.min() + 1e-12)
         balance = np.abs((at_or_above[best] - positive_share) - (below[best] - negative_share))
         p = q = int(best[np.argmin(balance)])
-    return Calibration(float(candidates[p]), float(candidates[q]), float(at_or_above[p]), float(below[q]),
-                       float(positive_share), float(negative_share), exact)
+    return Calibration(
+        float(candidates[p]),
+        float(candidates[q]),
+        float(at_or_above[p]),
+        float(below[q]),
+        float(positive_share),
+        float(negative_share),
+        exact,
+    )

@@ -68,9 +68,14 @@ class PerQuery:
     def save(self, path: Path) -> Path:
         """Write the arrays to ``path`` (.npz) atomically; returns ``path``."""
         facets = list(dict.fromkeys(f for model in self.models.values() for f in model))
-        arrays = {"track_id": np.asarray(self.track_ids, str), "artist_id": np.asarray(self.artist_ids, str),
-                  "album_id": np.asarray(self.album_ids, str), "k": np.int64(self.k),
-                  "models": np.array(list(self.models), str), "facets": np.array(facets, str)}
+        arrays = {
+            "track_id": np.asarray(self.track_ids, str),
+            "artist_id": np.asarray(self.artist_ids, str),
+            "album_id": np.asarray(self.album_ids, str),
+            "k": np.int64(self.k),
+            "models": np.array(list(self.models), str),
+            "facets": np.array(facets, str),
+        }
         for name, model in self.models.items():
             arrays.update({f"{name}_{facet}": np.asarray(values, np.float64) for facet, values in model.items()})
         with atomic_path(path, suffix=".npz") as tmp:
@@ -82,41 +87,55 @@ class PerQuery:
         """Read a ``per_query.npz``; DataError naming the file if it is missing or not one."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                models = {str(m): {str(f): data[f"{m}_{f}"] for f in data["facets"] if f"{m}_{f}" in data.files}
-                          for m in data["models"]}
+                models = {
+                    str(m): {str(f): data[f"{m}_{f}"] for f in data["facets"] if f"{m}_{f}" in data.files}
+                    for m in data["models"]
+                }
                 return cls(data["track_id"], data["artist_id"], data["album_id"], int(data["k"]), models)
         except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read per-query precisions ({exc}); evaluate the run again "
-                            "(`msd-triplet evaluate RUN`)") from None
+            raise DataError(
+                f"{path}: cannot read per-query precisions ({exc}); evaluate the run again (`msd-triplet evaluate RUN`)"
+            ) from None
 
     def require_same_queries(self, other: "PerQuery", what: str) -> None:
         """DataError unless ``other`` holds the same tracks in the same order (``what`` names the two)."""
         if len(self.track_ids) != len(other.track_ids) or not np.array_equal(self.track_ids, other.track_ids):
-            raise DataError(f"{what}: the per-query precisions are not of the same tracks "
-                            f"({len(self.track_ids)} and {len(other.track_ids)} queries); compare runs "
-                            "evaluated on the same split of the same prepared data")
+            raise DataError(
+                f"{what}: the per-query precisions are not of the same tracks "
+                f"({len(self.track_ids)} and {len(other.track_ids)} queries); compare runs "
+                "evaluated on the same split of the same prepared data"
+            )
 
 
 @dataclass
 class RunEvaluation:
     run_dir: Path
-    model: str                         # whose figures ``results`` are: "trained", or "untrained" alone
+    model: str  # whose figures ``results`` are: "trained", or "untrained" alone
     split: str
     k: int
     match: str
     checkpoint: str
     tracks: int
-    results: dict                      # facet → {precision, ci_low, ci_high, chance, queries, k}
-    untrained: Optional[dict]          # the same for a freshly initialised model of the same config
-    difference: Optional[dict]         # facet → {difference, ci_low, ci_high, queries}: trained − untrained, paired
+    results: dict  # facet → {precision, ci_low, ci_high, chance, queries, k}
+    untrained: Optional[dict]  # the same for a freshly initialised model of the same config
+    difference: Optional[dict]  # facet → {difference, ci_low, ci_high, queries}: trained − untrained, paired
     bootstrap: BootstrapSettings
     per_query: PerQuery
-    table: str                         # Markdown
+    table: str  # Markdown
 
     def to_json(self) -> dict:
-        return {"model": self.model, "split": self.split, "k": self.k, "match": self.match,
-                "checkpoint": self.checkpoint, "tracks": self.tracks, "bootstrap": self.bootstrap.to_json(),
-                "facets": self.results, "untrained": self.untrained, "difference": self.difference}
+        return {
+            "model": self.model,
+            "split": self.split,
+            "k": self.k,
+            "match": self.match,
+            "checkpoint": self.checkpoint,
+            "tracks": self.tracks,
+            "bootstrap": self.bootstrap.to_json(),
+            "facets": self.results,
+            "untrained": self.untrained,
+            "difference": self.difference,
+        }
 
     @property
     def paths(self) -> tuple[Path, Path, Path]:
@@ -129,8 +148,11 @@ class RunEvaluation:
         names of another split than test carry it (metrics-validation.json, ...)."""
         metrics, table, per_query = self.paths
         self.per_query.save(per_query)
-        atomic_write_text(table, f"P@{self.k} on the {self.split} split ({self.tracks} tracks, {self.match} tag sets, "
-                                 f"{self.checkpoint}); {self.bootstrap.describe()}\n\n{self.table}\n")
+        atomic_write_text(
+            table,
+            f"P@{self.k} on the {self.split} split ({self.tracks} tracks, {self.match} tag sets, "
+            f"{self.checkpoint}); {self.bootstrap.describe()}\n\n{self.table}\n",
+        )
         atomic_write_json(metrics, self.to_json())
 
 
@@ -170,9 +192,14 @@ def split_embeddings(model, config: Config, split: str):
     return embed_rows(model, cache, rows), positions, prepared
 
 
-def evaluate_models(config: Config, networks: Mapping[str, Callable[[], object]], *, split: Optional[str] = None,
-                    match: Optional[str] = None, say: Callable[[str], None] = print
-                    ) -> tuple[dict, dict[str, dict], PerQuery]:
+def evaluate_models(
+    config: Config,
+    networks: Mapping[str, Callable[[], object]],
+    *,
+    split: Optional[str] = None,
+    match: Optional[str] = None,
+    say: Callable[[str], None] = print,
+) -> tuple[dict, dict[str, dict], PerQuery]:
     """Embed ``split`` with each network; P@k with bootstrap intervals per facet for each.
 
     ``networks`` : {name: function returning a Keras model}, built one after the other.
@@ -193,19 +220,33 @@ def evaluate_models(config: Config, networks: Mapping[str, Callable[[], object]]
     facets = evaluation.facets_from_prepared(prepared, positions, match)
     tracks = prepared.tracks.iloc[positions]
     settings = BootstrapSettings.from_config(config)
-    per_query = PerQuery(tracks["track_id"].to_numpy(str), tracks["artist_id"].to_numpy(str),
-                         tracks["album_id"].to_numpy(str), k, {})
+    per_query = PerQuery(
+        tracks["track_id"].to_numpy(str), tracks["artist_id"].to_numpy(str), tracks["album_id"].to_numpy(str), k, {}
+    )
     results = {}
     for name, build in networks.items():
         embeddings = training.embed_rows(build(), cache, rows)
         results[name], per_query.models[name] = evaluation.evaluate_embeddings(
-            embeddings, facets, k=k, chunk_size=config.evaluation.chunk_size, bootstrap=settings,
-            clusters=per_query.clusters(settings), return_per_query=True)
+            embeddings,
+            facets,
+            k=k,
+            chunk_size=config.evaluation.chunk_size,
+            bootstrap=settings,
+            clusters=per_query.clusters(settings),
+            return_per_query=True,
+        )
     return {"split": split, "k": k, "match": match, "tracks": n}, results, per_query
 
 
-def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "best", match: Optional[str] = None,
-                 untrained: bool = True, say: Callable[[str], None] = print) -> RunEvaluation:
+def evaluate_run(
+    run: Path,
+    *,
+    split: Optional[str] = None,
+    checkpoint: str = "best",
+    match: Optional[str] = None,
+    untrained: bool = True,
+    say: Callable[[str], None] = print,
+) -> RunEvaluation:
     """P@k per facet with bootstrap intervals of a run's model on ``split`` (default: ``evaluation.split``).
 
     With ``untrained`` the same figures for the run's architecture with its
@@ -228,18 +269,37 @@ def evaluate_run(run: Path, *, split: Optional[str] = None, checkpoint: str = "b
     settings = BootstrapSettings.from_config(config)
     difference = None
     if untrained:
-        difference = paired_differences(per_query.models["trained"], per_query.models["untrained"], settings,
-                                        per_query.clusters(settings))
+        difference = paired_differences(
+            per_query.models["trained"], per_query.models["untrained"], settings, per_query.clusters(settings)
+        )
     table = evaluation.format_results(results["trained"], results.get("untrained"), difference, settings.level)
-    report = RunEvaluation(run, "trained", meta["split"], meta["k"], meta["match"], f"{checkpoint} checkpoint",
-                           meta["tracks"], results["trained"], results.get("untrained"), difference, settings,
-                           per_query, table)
+    report = RunEvaluation(
+        run,
+        "trained",
+        meta["split"],
+        meta["k"],
+        meta["match"],
+        f"{checkpoint} checkpoint",
+        meta["tracks"],
+        results["trained"],
+        results.get("untrained"),
+        difference,
+        settings,
+        per_query,
+        table,
+    )
     report.write()
     return report
 
 
-def evaluate_untrained(config: Config, folder: Path, *, split: Optional[str] = None, match: Optional[str] = None,
-                       say: Callable[[str], None] = print) -> RunEvaluation:
+def evaluate_untrained(
+    config: Config,
+    folder: Path,
+    *,
+    split: Optional[str] = None,
+    match: Optional[str] = None,
+    say: Callable[[str], None] = print,
+) -> RunEvaluation:
     """P@k with intervals of the untrained model of ``config`` (its architecture, initialised from its seed).
 
     Writes ``metrics.json`` (``"model": "untrained"``), ``metrics.md`` and
@@ -250,12 +310,25 @@ def evaluate_untrained(config: Config, folder: Path, *, split: Optional[str] = N
     from msd_triplet import evaluation, training
 
     folder = Path(folder)
-    meta, results, per_query = evaluate_models(config, {"untrained": lambda: training.compile_model(config)},
-                                               split=split, match=match, say=say)
+    meta, results, per_query = evaluate_models(
+        config, {"untrained": lambda: training.compile_model(config)}, split=split, match=match, say=say
+    )
     settings = BootstrapSettings.from_config(config)
     table = evaluation.format_results(results["untrained"], level=settings.level)
-    report = RunEvaluation(folder, "untrained", meta["split"], meta["k"], meta["match"],
-                           f"untrained model, seed {config.seed}", meta["tracks"], results["untrained"], None, None,
-                           settings, per_query, table)
+    report = RunEvaluation(
+        folder,
+        "untrained",
+        meta["split"],
+        meta["k"],
+        meta["match"],
+        f"untrained model, seed {config.seed}",
+        meta["tracks"],
+        results["untrained"],
+        None,
+        None,
+        settings,
+        per_query,
+        table,
+    )
     report.write()
     return report

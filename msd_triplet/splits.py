@@ -39,8 +39,9 @@ def split_positions(tracks, split: str, *, required: bool = False) -> np.ndarray
         return np.arange(len(column), dtype=np.int64)
     positions = np.flatnonzero(column == split).astype(np.int64)
     if (required or split not in SPLIT_NAMES) and not len(positions):
-        raise ArgumentError(f"split {split!r}: no track has it; the prepared data has {sorted(set(column))} "
-                            "('all' for every track)")
+        raise ArgumentError(
+            f"split {split!r}: no track has it; the prepared data has {sorted(set(column))} ('all' for every track)"
+        )
     return positions
 
 
@@ -52,14 +53,18 @@ def check_proportions(proportions: Sequence[float]) -> np.ndarray:
         raise ConfigError(f"split proportions: expected three positive numbers, got {proportions!r}") from None
     if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ConfigError(
-            "split proportions: expected three positive numbers (train, validation, test), "
-            f"got {list(proportions)}"
+            f"split proportions: expected three positive numbers (train, validation, test), got {list(proportions)}"
         )
     return values / values.sum()
 
 
-def split_by_artist(artist_ids: Iterable[str], proportions: Sequence[float] = PAPER_SPLIT_PROPORTIONS,
-                    seed: int = 0, *, fill_empty: bool = True) -> np.ndarray:
+def split_by_artist(
+    artist_ids: Iterable[str],
+    proportions: Sequence[float] = PAPER_SPLIT_PROPORTIONS,
+    seed: int = 0,
+    *,
+    fill_empty: bool = True,
+) -> np.ndarray:
     """Assign every track to ``"train"``, ``"validation"`` or ``"test"``, whole artists at a time.
 
     Parameters
@@ -91,9 +96,7 @@ def split_by_artist(artist_ids: Iterable[str], proportions: Sequence[float] = PA
         raise DataError(f"split_by_artist: track {missing[0]} (0-based) has no artist id ({artists[missing[0]]!r})")
     names, inverse, sizes = np.unique(artists.astype(str), return_inverse=True, return_counts=True)
     if len(names) < 3:
-        raise DataError(
-            f"artist-stratified splits need >= 3 artists (one per split), found {len(names)}"
-        )
+        raise DataError(f"artist-stratified splits need >= 3 artists (one per split), found {len(names)}")
     order = np.random.default_rng(seed).permutation(len(names))
     deficit = targets * float(sizes.sum())  # target tracks minus assigned tracks, per split
     assignment = np.empty(len(names), dtype=np.int64)
@@ -106,8 +109,7 @@ def split_by_artist(artist_ids: Iterable[str], proportions: Sequence[float] = PA
     return np.asarray(SPLIT_NAMES)[assignment[inverse.ravel()]]
 
 
-def _fill_empty_splits(assignment: np.ndarray, sizes: np.ndarray, deficit: np.ndarray,
-                       order: np.ndarray) -> None:
+def _fill_empty_splits(assignment: np.ndarray, sizes: np.ndarray, deficit: np.ndarray, order: np.ndarray) -> None:
     """Give every empty split one artist: the move that leaves the smallest worst error.
 
     Only arises with very few artists (e.g. three equal artists and a 4.5 % split).

@@ -85,8 +85,9 @@ RENDER_SR = 22_050
 TREMOLO_HZ, VIBRATO_HZ = 7.0, 5.5
 
 
-def render(sound: TrackSound, seconds: float, rng: np.random.Generator, channels: int = 1,
-           sr: int = RENDER_SR) -> np.ndarray:
+def render(
+    sound: TrackSound, seconds: float, rng: np.random.Generator, channels: int = 1, sr: int = RENDER_SR
+) -> np.ndarray:
     """Synthesise ``sound``.
 
     Everything is band-limited below 11 kHz, so rendering at 22,050 Hz and
@@ -130,8 +131,9 @@ def render(sound: TrackSound, seconds: float, rng: np.random.Generator, channels
         out[:, c] = mix + sound.reverb_wet * _reverb(mix, sound.reverb_rt60, sr, rng)
     out *= 10 ** (sound.loudness_db / 20) / (_rms(out) + 1e-12)
     noise = rng.standard_normal((n, channels))
-    noise = signal.sosfilt(signal.butter(1, min(sound.noise_cutoff_hz, 0.45 * sr), "low", fs=sr,
-                                         output="sos"), noise, axis=0)
+    noise = signal.sosfilt(
+        signal.butter(1, min(sound.noise_cutoff_hz, 0.45 * sr), "low", fs=sr, output="sos"), noise, axis=0
+    )
     out += 10 ** (sound.noise_db / 20) * noise / (np.std(noise) + 1e-12)
     return np.tanh(out).astype(np.float32)  # soft limiter
 
@@ -161,8 +163,9 @@ def wavetable(harmonics: np.ndarray) -> np.ndarray:
     return table / (np.abs(table).max() + 1e-12)
 
 
-def tone(table: np.ndarray, hz: float, n: int, sr: int, attack: float, decay: float,
-         vibrato: float = 0.0) -> np.ndarray:
+def tone(
+    table: np.ndarray, hz: float, n: int, sr: int, attack: float, decay: float, vibrato: float = 0.0
+) -> np.ndarray:
     """``n`` samples of ``table`` at ``hz`` with an attack/decay envelope and ``vibrato`` semitones."""
     t = np.arange(n) / sr
     if vibrato:
@@ -187,8 +190,9 @@ def _melody(sound, scale, tonic, step, sr, n, rng) -> np.ndarray:
             degree = motif[i % 4]
         if length > 0 and (sound.ostinato or rng.random() > 0.15):  # leave some rests
             pitch = tonic + scale[degree % 7] + 12 * (degree // 7)
-            out[start:start + length] += 0.5 * tone(table, midi_hz(pitch), length, sr, sound.attack,
-                                                    sound.decay * sound.articulation, sound.vibrato)
+            out[start : start + length] += 0.5 * tone(
+                table, midi_hz(pitch), length, sr, sound.attack, sound.decay * sound.articulation, sound.vibrato
+            )
         if not sound.ostinato:
             degree = int(np.clip(degree + rng.integers(-2, 3), -3, 10))
     return out
@@ -204,8 +208,9 @@ def _pads(sound, scale, tonic, progression, step, sr, n) -> np.ndarray:
         for third in (0, 2, 4):  # triad of the scale: its thirds carry the mode
             d = deg + third
             pitch = tonic - 12 + scale[d % 7] + 12 * (d // 7)
-            out[start:start + length] += 0.15 * tone(table, midi_hz(pitch), length, sr,
-                                                     0.05 + sound.attack, 4 * bar / sr, sound.vibrato)
+            out[start : start + length] += 0.15 * tone(
+                table, midi_hz(pitch), length, sr, 0.05 + sound.attack, 4 * bar / sr, sound.vibrato
+            )
     return out
 
 
@@ -216,7 +221,7 @@ def _bass(scale, root, progression, step, sr, n) -> np.ndarray:
     for i, start in enumerate(range(0, n, beat)):
         deg = progression[(i // 4) % 4]
         length = min(beat, n - start)
-        out[start:start + length] += 0.4 * tone(table, midi_hz(root + scale[deg]), length, sr, 0.005, 0.3)
+        out[start : start + length] += 0.4 * tone(table, midi_hz(root + scale[deg]), length, sr, 0.005, 0.3)
     return out
 
 
@@ -228,10 +233,11 @@ def _drums(sound, step, sr, n, rng) -> np.ndarray:
     t = np.arange(int(0.25 * sr)) / sr
     kick = np.sin(2 * np.pi * (50 * t + 100 * 0.03 * (1 - np.exp(-t / 0.03)))) * np.exp(-t / 0.12)
     noise = rng.standard_normal(t.size)
-    snare = (0.6 * signal.sosfilt(signal.butter(2, [1000, 5000], "band", fs=sr, output="sos"), noise)
-             + 0.4 * np.sin(2 * np.pi * 185 * t)) * np.exp(-t / 0.07)
-    hat = signal.sosfilt(signal.butter(2, min(7000, 0.4 * sr), "high", fs=sr, output="sos"),
-                         noise) * np.exp(-t / 0.02)
+    snare = (
+        0.6 * signal.sosfilt(signal.butter(2, [1000, 5000], "band", fs=sr, output="sos"), noise)
+        + 0.4 * np.sin(2 * np.pi * 185 * t)
+    ) * np.exp(-t / 0.07)
+    hat = signal.sosfilt(signal.butter(2, min(7000, 0.4 * sr), "high", fs=sr, output="sos"), noise) * np.exp(-t / 0.02)
     out = np.zeros(n)
     n_steps = int(n / (step * sr)) + 1
     for s in range(n_steps):
@@ -239,7 +245,7 @@ def _drums(sound, step, sr, n, rng) -> np.ndarray:
         for row, shot, gain in ((0, kick, 1.0), (1, snare, 0.7), (2, hat, 0.35)):
             if hits[row, s % 16] and start < n:
                 length = min(shot.size, n - start)
-                out[start:start + length] += gain * shot[:length]
+                out[start : start + length] += gain * shot[:length]
     return out
 
 

@@ -20,14 +20,49 @@ from msd_triplet import demoworld as world
 from msd_triplet.errors import DataError
 from msd_triplet.synthaudio import TrackSound
 
-ALBUM_WORDS = ("Midnight", "Electric", "Golden", "Silent", "Broken", "Northern", "Velvet", "Paper", "Summer",
-               "Neon", "Hollow", "Wild", "Glass", "River", "Static", "Echo", "Iron", "Blue", "Distant", "Burning",
-               "Lights", "Hearts", "Roads", "Dreams", "Signals", "Waves", "Stories", "Machines", "Gardens", "Ghosts")
+ALBUM_WORDS = (
+    "Midnight",
+    "Electric",
+    "Golden",
+    "Silent",
+    "Broken",
+    "Northern",
+    "Velvet",
+    "Paper",
+    "Summer",
+    "Neon",
+    "Hollow",
+    "Wild",
+    "Glass",
+    "River",
+    "Static",
+    "Echo",
+    "Iron",
+    "Blue",
+    "Distant",
+    "Burning",
+    "Lights",
+    "Hearts",
+    "Roads",
+    "Dreams",
+    "Signals",
+    "Waves",
+    "Stories",
+    "Machines",
+    "Gardens",
+    "Ghosts",
+)
 SHARED_TITLES = ("Greatest Hits", "Live", "Christmas Album", "Anthology")
 #: Deliberately broken inputs, each used twice, with the format of the broken file.
 BROKEN_KINDS = ("empty", "truncated", "short", "silent", "not_audio", "missing")
-_BROKEN_FORMAT = {"empty": "mp3", "truncated": "mp3", "short": "wav", "silent": "flac", "not_audio": "ogg",
-                  "missing": "mp3"}
+_BROKEN_FORMAT = {
+    "empty": "mp3",
+    "truncated": "mp3",
+    "short": "wav",
+    "silent": "flac",
+    "not_audio": "ogg",
+    "missing": "mp3",
+}
 # name: (extension, sample rate, channels, libsndfile format, subtype, share of tracks)
 FORMATS = {
     "mp3": ("mp3", 44_100, 2, "MP3", "MPEG_LAYER_III", 0.15),  # like the 7digital previews
@@ -168,15 +203,17 @@ def _leaning(styles) -> np.ndarray:
 def _draw_artist(rng, genre: str, artist_id: str, params: WorldParams) -> _Artist:
     g = world.GENRES[genre]
     zipf = 1.0 / np.arange(1, len(g.styles) + 1)
-    own = rng.choice(len(g.styles), size=min(int(rng.integers(1, 4)), len(g.styles)), replace=False,
-                     p=zipf / zipf.sum())
+    own = rng.choice(
+        len(g.styles), size=min(int(rng.integers(1, 4)), len(g.styles)), replace=False, p=zipf / zipf.sum()
+    )
     styles = tuple(g.styles[i] for i in own)
     s = params.artist_strength
     harmonics = np.arange(1, 11) ** -g.rolloff * np.exp(rng.normal(0, 0.25 * s, 10))
     name = f"{rng.choice(ALBUM_WORDS)} {rng.choice(ALBUM_WORDS)}"
     va = np.array(g.valence_arousal) + _leaning(styles) + rng.normal(0, 0.3, 2)
-    return _Artist(artist_id, name, styles, harmonics, float(rng.normal(0, 2.5 * s)),
-                   float(np.exp(rng.normal(0, 0.05 * s))), va)
+    return _Artist(
+        artist_id, name, styles, harmonics, float(rng.normal(0, 2.5 * s)), float(np.exp(rng.normal(0, 0.05 * s))), va
+    )
 
 
 def _pick_profile(rng, profiles, va: np.ndarray, coupling: float, bonus=None) -> tuple[str, ...]:
@@ -214,19 +251,32 @@ def _draw_album(rng, artist: _Artist, genre: str, params: WorldParams) -> _Album
         moods = _vary(rng, moods, list(world.MOODS), params.profile_variation)
     themes: tuple[str, ...] = ()
     if rng.random() >= params.no_themes:
-        favoured = (lambda tags: 1.0 + params.coupling * sum(genre in world.THEMES[t][2] for t in tags))
+
+        def favoured(tags) -> float:
+            return 1.0 + params.coupling * sum(genre in world.THEMES[t][2] for t in tags)
+
         themes = _pick_profile(rng, world.THEME_PROFILES, va, params.coupling, favoured)
         themes = _vary(rng, themes, list(world.THEMES), params.profile_variation)
     if "Christmas" in themes and rng.random() < 0.7:
         genres.append(world.HOLIDAY)
     s = params.album_strength
-    eq = tuple((float(np.exp(rng.uniform(np.log(120), np.log(6000)))), float(rng.normal(0, 3.5 * s)),
-                float(rng.uniform(0.7, 2.0))) for _ in range(2))
+    eq = tuple(
+        (
+            float(np.exp(rng.uniform(np.log(120), np.log(6000)))),
+            float(rng.normal(0, 3.5 * s)),
+            float(rng.uniform(0.7, 2.0)),
+        )
+        for _ in range(2)
+    )
     return _Album(
         tags={"genres": tuple(genres), "styles": tuple(styles), "moods": moods, "themes": themes},
-        eq=eq, reverb_wet=float(rng.uniform(0.0, 0.35 * s)), reverb_rt60=float(rng.uniform(0.2, 1.6)),
+        eq=eq,
+        reverb_wet=float(rng.uniform(0.0, 0.35 * s)),
+        reverb_rt60=float(rng.uniform(0.2, 1.6)),
         noise_db=float(-65 + 25 * s * rng.uniform(0, 1)),
-        noise_cutoff_hz=float(np.exp(rng.uniform(np.log(800), np.log(11000)))), year=int(rng.integers(1960, 2011)))
+        noise_cutoff_hz=float(np.exp(rng.uniform(np.log(800), np.log(11000)))),
+        year=int(rng.integers(1960, 2011)),
+    )
 
 
 def mood_effects(moods) -> dict[str, float]:
@@ -238,8 +288,9 @@ def mood_effects(moods) -> dict[str, float]:
     return total
 
 
-def _draw_track(rng, ids: _UniqueIds, artist: _Artist, album: _Album, title: str, number: int,
-                params: WorldParams) -> DemoTrack:
+def _draw_track(
+    rng, ids: _UniqueIds, artist: _Artist, album: _Album, title: str, number: int, params: WorldParams
+) -> DemoTrack:
     g = world.GENRES[album.tags["genres"][0]]
     tempo, dist, decay, register, steps, pattern = g.tempo, g.distortion, g.decay, g.register, g.steps, g.pattern
     for style in album.tags["styles"]:  # each style nudges the sound its own fixed way
@@ -256,24 +307,48 @@ def _draw_track(rng, ids: _UniqueIds, artist: _Artist, album: _Album, title: str
     mode = ("major" if fx["mode"] > 0 else "minor") if fx["mode"] else str(rng.choice(["major", "minor"]))
     sound = TrackSound(
         tempo=float(np.clip(tempo * artist.tempo_factor * 2 ** fx["tempo"] * np.exp(rng.normal(0, 0.03)), 45, 220)),
-        swing=float(g.swing), pattern=pattern, drum_level=float(g.drums * 2 ** fx["drums"]),
+        swing=float(g.swing),
+        pattern=pattern,
+        drum_level=float(g.drums * 2 ** fx["drums"]),
         harmonics=tuple(float(h) for h in artist.harmonics * np.exp(rng.normal(0, 0.1, 10))),
-        attack=float(g.attack), decay=float(decay), note_steps=float(steps * 2 ** -fx["density"]),
-        articulation=float(2 ** fx["artic"]), register=float(register + artist.register_offset + fx["register"]),
-        pad_level=float(g.pad * 2 ** fx["pad"]), bass_level=0.8,
+        attack=float(g.attack),
+        decay=float(decay),
+        note_steps=float(steps * 2 ** -fx["density"]),
+        articulation=float(2 ** fx["artic"]),
+        register=float(register + artist.register_offset + fx["register"]),
+        pad_level=float(g.pad * 2 ** fx["pad"]),
+        bass_level=0.8,
         distortion=float(np.clip(dist + fx["distortion"], 0, 1)),
-        mode=mode, key=int(rng.integers(0, 12)),
-        brightness_hz=float(g.brightness * 2 ** (fx["bright"] + rng.normal(0, 0.15))), body=g.body,
-        loudness_db=float(-20 + fx["loud"] + rng.normal(0, 1.0)), tremolo=float(np.clip(fx["tremolo"], 0, 0.9)),
-        vibrato=float(fx["vibrato"]), ostinato=bool(fx["ostinato"] > 0), layers=tuple(album.tags["themes"]),
-        layer_db=params.layer_db, eq=album.eq, reverb_wet=album.reverb_wet, reverb_rt60=album.reverb_rt60,
-        noise_db=album.noise_db, noise_cutoff_hz=album.noise_cutoff_hz)
+        mode=mode,
+        key=int(rng.integers(0, 12)),
+        brightness_hz=float(g.brightness * 2 ** (fx["bright"] + rng.normal(0, 0.15))),
+        body=g.body,
+        loudness_db=float(-20 + fx["loud"] + rng.normal(0, 1.0)),
+        tremolo=float(np.clip(fx["tremolo"], 0, 0.9)),
+        vibrato=float(fx["vibrato"]),
+        ostinato=bool(fx["ostinato"] > 0),
+        layers=tuple(album.tags["themes"]),
+        layer_db=params.layer_db,
+        eq=album.eq,
+        reverb_wet=album.reverb_wet,
+        reverb_rt60=album.reverb_rt60,
+        noise_db=album.noise_db,
+        noise_cutoff_hz=album.noise_cutoff_hz,
+    )
     names = list(FORMATS)
     fmt = names[rng.choice(len(names), p=[FORMATS[n][-1] for n in names])]
     return DemoTrack(
-        track_id=ids.next("TR"), song_id=ids.next("SO"), title=f"Track {number + 1}",
-        artist_id=artist.artist_id, artist_name=artist.name, release=title, year=album.year,
-        tags=album.tags, sound=sound, audio_format=fmt)
+        track_id=ids.next("TR"),
+        song_id=ids.next("SO"),
+        title=f"Track {number + 1}",
+        artist_id=artist.artist_id,
+        artist_name=artist.name,
+        release=title,
+        year=album.year,
+        tags=album.tags,
+        sound=sound,
+        audio_format=fmt,
+    )
 
 
 def _album_title(rng) -> str:

@@ -51,8 +51,16 @@ from msd_triplet.fileio import atomic_path, atomic_write_json, atomic_write_text
 from msd_triplet.synthaudio import RENDER_SR, render
 from msd_triplet.synthcatalogue import BROKEN_KINDS, FORMATS, DemoTrack, WorldParams, build_catalogue
 
-__all__ = ["BROKEN_KINDS", "DEFAULT_SEED", "DEFAULT_TRACKS", "DemoSummary", "DemoTrack", "WorldParams",
-           "build_catalogue", "make_demo_data"]
+__all__ = [
+    "BROKEN_KINDS",
+    "DEFAULT_SEED",
+    "DEFAULT_TRACKS",
+    "DemoSummary",
+    "DemoTrack",
+    "WorldParams",
+    "build_catalogue",
+    "make_demo_data",
+]
 
 GENERATOR_VERSION = 2
 DEFAULT_TRACKS = 2_000
@@ -74,10 +82,15 @@ class DemoSummary:
     statistics: dict  # demostats.world_statistics
 
 
-def make_demo_data(out: str | Path, tracks: int = DEFAULT_TRACKS, seed: int = DEFAULT_SEED,
-                   workers: Optional[int] = None, force: bool = False,
-                   progress: Optional[Callable[[int, int], None]] = None,
-                   world: WorldParams = WorldParams()) -> DemoSummary:
+def make_demo_data(
+    out: str | Path,
+    tracks: int = DEFAULT_TRACKS,
+    seed: int = DEFAULT_SEED,
+    workers: Optional[int] = None,
+    force: bool = False,
+    progress: Optional[Callable[[int, int], None]] = None,
+    world: WorldParams = WorldParams(),
+) -> DemoSummary:
     """Write the synthetic MSD-like data set into ``out``.
 
     Parameters
@@ -107,8 +120,10 @@ def make_demo_data(out: str | Path, tracks: int = DEFAULT_TRACKS, seed: int = DE
         except (OSError, ValueError) as exc:
             raise DataError(f"{info_path}: unreadable ({exc}); delete it or pass --force") from None
         if {k: old.get(k) for k in params} != params:
-            raise DataError(f"{out}: holds a demo data set made with {({k: old.get(k) for k in params})}, "
-                            f"not {params}; choose another --out or pass --force")
+            raise DataError(
+                f"{out}: holds a demo data set made with { ({k: old.get(k) for k in params}) }, "
+                f"not {params}; choose another --out or pass --force"
+            )
     start = time.perf_counter()
     catalogue = build_catalogue(tracks, seed, world)
     if force and (out / "audio").is_dir():
@@ -116,13 +131,18 @@ def make_demo_data(out: str | Path, tracks: int = DEFAULT_TRACKS, seed: int = DE
     out.mkdir(parents=True, exist_ok=True)
     _write_tags(catalogue, out / "msd_amglabels_all.h5")
     _write_metadata(catalogue, out / "track_metadata.db")
-    paths = {t.track_id: f"audio/{t.track_id[2]}/{t.track_id[3]}/{t.track_id}.{FORMATS[t.audio_format][0]}"
-             for t in catalogue}
+    paths = {
+        t.track_id: f"audio/{t.track_id[2]}/{t.track_id[3]}/{t.track_id}.{FORMATS[t.audio_format][0]}"
+        for t in catalogue
+    }
     rows = ["track_id,path"] + [f"{tid},{p}" for tid, p in paths.items()]
     atomic_write_text(out / "audio_paths.csv", "\n".join(rows) + "\n")
 
-    todo = [(t, out / paths[t.track_id], seed, i) for i, t in enumerate(catalogue)
-            if t.broken != "missing" and (force or not (out / paths[t.track_id]).exists())]
+    todo = [
+        (t, out / paths[t.track_id], seed, i)
+        for i, t in enumerate(catalogue)
+        if t.broken != "missing" and (force or not (out / paths[t.track_id]).exists())
+    ]
     workers = workers or min(4, _cpu_count())
     if workers > 1 and len(todo) > 8:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -142,13 +162,24 @@ def make_demo_data(out: str | Path, tracks: int = DEFAULT_TRACKS, seed: int = DE
     albums = {t.album for t in catalogue}
     statistics = world_statistics(catalogue)
     seconds = time.perf_counter() - start
-    atomic_write_json(info_path, {
-        **params, "clip_seconds": CLIP_SECONDS, "n_tracks": len(catalogue), "n_artists": len(artists),
-        "n_albums": len(albums), "broken": broken,
-        "extra_rows": {"malformed_track_id": _MALFORMED_ID, "duplicated_row": catalogue[1].track_id,
-                       "no_metadata": [t.track_id for t in catalogue[-3:]]},
-        "statistics": statistics, "tables": describe_world(),
-    })
+    atomic_write_json(
+        info_path,
+        {
+            **params,
+            "clip_seconds": CLIP_SECONDS,
+            "n_tracks": len(catalogue),
+            "n_artists": len(artists),
+            "n_albums": len(albums),
+            "broken": broken,
+            "extra_rows": {
+                "malformed_track_id": _MALFORMED_ID,
+                "duplicated_row": catalogue[1].track_id,
+                "no_metadata": [t.track_id for t in catalogue[-3:]],
+            },
+            "statistics": statistics,
+            "tables": describe_world(),
+        },
+    )
     return DemoSummary(out, len(catalogue), len(artists), len(albums), broken, seconds, len(todo), statistics)
 
 
@@ -158,10 +189,13 @@ def describe_world() -> dict:
         "genres": {name: {**g._asdict(), "styles": list(g.styles)} for name, g in demoworld.GENRES.items()},
         "style_leaning": demoworld.STYLE_LEANING,
         "mood_effects": demoworld.MOOD_EFFECTS,
-        "moods": {name: {"valence_arousal": m.valence_arousal, "effects": m.effects}
-                  for name, m in demoworld.MOODS.items()},
-        "themes": {name: {"layer": layer, "valence_arousal": va, "favoured_genres": list(fav)}
-                   for name, (layer, va, fav) in demoworld.THEMES.items()},
+        "moods": {
+            name: {"valence_arousal": m.valence_arousal, "effects": m.effects} for name, m in demoworld.MOODS.items()
+        },
+        "themes": {
+            name: {"layer": layer, "valence_arousal": va, "favoured_genres": list(fav)}
+            for name, (layer, va, fav) in demoworld.THEMES.items()
+        },
         "mood_profiles": [{"moods": list(tags), "popularity": pop} for tags, pop in demoworld.MOOD_PROFILES],
         "theme_profiles": [{"themes": list(tags), "popularity": pop} for tags, pop in demoworld.THEME_PROFILES],
     }
@@ -177,8 +211,10 @@ def _write_tags(catalogue: list[DemoTrack], path: Path) -> None:
     """The TU Wien layout: lists of tags, NaN for an empty set; plus two bad rows."""
     import pandas as pd
 
-    rows = [{s: (list(t.tags[s]) if t.tags[s] else np.nan) for s in ("genres", "styles", "moods", "themes")}
-            for t in catalogue]
+    rows = [
+        {s: (list(t.tags[s]) if t.tags[s] else np.nan) for s in ("genres", "styles", "moods", "themes")}
+        for t in catalogue
+    ]
     index = [t.track_id for t in catalogue]
     rows += [rows[1], {"genres": ["Pop/Rock"], "styles": np.nan, "moods": np.nan, "themes": np.nan}]
     index += [catalogue[1].track_id, _MALFORMED_ID]
@@ -201,12 +237,30 @@ def _write_metadata(catalogue: list[DemoTrack], path: Path) -> None:
                 "CREATE TABLE songs (track_id text PRIMARY KEY, title text, song_id text, release text, "
                 "artist_id text, artist_mbid text, artist_name text, duration real, "
                 "artist_familiarity real, artist_hotttnesss real, year int, track_7digitalid int, "
-                "shs_perf int, shs_work int)")
+                "shs_perf int, shs_work int)"
+            )
             con.executemany(
                 "INSERT INTO songs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(t.track_id, t.title, t.song_id, t.release, t.artist_id, "", t.artist_name,
-                  CLIP_SECONDS, 0.5, 0.4, t.year, 1_000_000 + i, -1, 0)
-                 for i, t in enumerate(catalogue[:-3])])
+                [
+                    (
+                        t.track_id,
+                        t.title,
+                        t.song_id,
+                        t.release,
+                        t.artist_id,
+                        "",
+                        t.artist_name,
+                        CLIP_SECONDS,
+                        0.5,
+                        0.4,
+                        t.year,
+                        1_000_000 + i,
+                        -1,
+                        0,
+                    )
+                    for i, t in enumerate(catalogue[:-3])
+                ],
+            )
             con.commit()
         finally:
             con.close()
@@ -249,12 +303,12 @@ def _fix_ogg_serial(path: Path, serial: int = 0x4D534454) -> None:
     each page's CRC) so that the same seed gives byte-identical files."""
     data = bytearray(path.read_bytes())
     pos = 0
-    while pos + 27 <= len(data) and data[pos:pos + 4] == b"OggS":
+    while pos + 27 <= len(data) and data[pos : pos + 4] == b"OggS":
         n_segments = data[pos + 26]
-        size = 27 + n_segments + sum(data[pos + 27: pos + 27 + n_segments])
-        data[pos + 14: pos + 18] = serial.to_bytes(4, "little")
-        data[pos + 22: pos + 26] = b"\0\0\0\0"
-        data[pos + 22: pos + 26] = _ogg_crc(bytes(data[pos: pos + size])).to_bytes(4, "little")
+        size = 27 + n_segments + sum(data[pos + 27 : pos + 27 + n_segments])
+        data[pos + 14 : pos + 18] = serial.to_bytes(4, "little")
+        data[pos + 22 : pos + 26] = b"\0\0\0\0"
+        data[pos + 22 : pos + 26] = _ogg_crc(bytes(data[pos : pos + size])).to_bytes(4, "little")
         pos += size
     path.write_bytes(bytes(data))
 

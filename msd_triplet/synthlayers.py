@@ -41,7 +41,7 @@ def _stamp(ctx: Context, starts: np.ndarray, shot: np.ndarray, gains=None) -> np
     for i, start in enumerate(starts):
         if start < ctx.n:
             length = min(shot.size, ctx.n - start)
-            out[start:start + length] += (1.0 if gains is None else gains[i]) * shot[:length]
+            out[start : start + length] += (1.0 if gains is None else gains[i]) * shot[:length]
     return out
 
 
@@ -56,14 +56,16 @@ def _burst(ctx: Context, seconds: float, decay: float, kind: str, hz) -> np.ndar
 
 def christmas(ctx: Context) -> np.ndarray:
     jingle = _burst(ctx, 0.12, 0.03, "high", 6000)
-    bells = sum(a * tone(wavetable(np.array([1.0])), midi_hz(ctx.pitch(0, 2)) * r, int(0.6 * ctx.sr), ctx.sr,
-                         0.001, 0.25) for r, a in ((1, 1.0), (2.76, 0.5), (5.4, 0.25)))
+    bells = sum(
+        a * tone(wavetable(np.array([1.0])), midi_hz(ctx.pitch(0, 2)) * r, int(0.6 * ctx.sr), ctx.sr, 0.001, 0.25)
+        for r, a in ((1, 1.0), (2.76, 0.5), (5.4, 0.25))
+    )
     return _stamp(ctx, ctx.onsets(2), jingle) + 0.5 * _stamp(ctx, ctx.onsets(4), bells)
 
 
 def party(ctx: Context) -> np.ndarray:
     one = _burst(ctx, 0.08, 0.02, "band", [900, 2500])
-    clap = one + np.concatenate([np.zeros(int(0.012 * ctx.sr)), one])[:one.size] * 0.8
+    clap = one + np.concatenate([np.zeros(int(0.012 * ctx.sr)), one])[: one.size] * 0.8
     return _stamp(ctx, ctx.onsets(8, 4), clap)
 
 
@@ -90,16 +92,25 @@ def late_night(ctx: Context) -> np.ndarray:
 
 
 def day_driving(ctx: Context) -> np.ndarray:
-    chug = tone(wavetable(np.array([1, 0, 1 / 3, 0, 1 / 5, 0, 1 / 7])), midi_hz(ctx.pitch(0, -2)),
-                int(1.6 * ctx.step * ctx.sr), ctx.sr, 0.003, 0.06)
+    chug = tone(
+        wavetable(np.array([1, 0, 1 / 3, 0, 1 / 5, 0, 1 / 7])),
+        midi_hz(ctx.pitch(0, -2)),
+        int(1.6 * ctx.step * ctx.sr),
+        ctx.sr,
+        0.003,
+        0.06,
+    )
     return _stamp(ctx, ctx.onsets(2), chug)
 
 
 def in_love(ctx: Context) -> np.ndarray:
     t = np.arange(ctx.n) / ctx.sr
     saw = wavetable(1.0 / np.arange(1, 16))
-    chord = sum(tone(saw, midi_hz(ctx.pitch(d, 1)) * detune, ctx.n, ctx.sr, 0.01, 1e3)
-                for d in (0, 2, 4) for detune in (0.997, 1.003))
+    chord = sum(
+        tone(saw, midi_hz(ctx.pitch(d, 1)) * detune, ctx.n, ctx.sr, 0.01, 1e3)
+        for d in (0, 2, 4)
+        for detune in (0.997, 1.003)
+    )
     swell = 0.5 * (1 - np.cos(2 * np.pi * t / (32 * ctx.step)))  # every two bars
     return _filtered(ctx, chord, "low", 4000) * swell
 
@@ -109,8 +120,9 @@ def solitude(ctx: Context) -> np.ndarray:
     out = np.zeros(ctx.n)
     for start in np.sort(ctx.rng.integers(0, ctx.n, int(1.2 * ctx.n / ctx.sr))):
         length = min(int(1.5 * ctx.sr), ctx.n - start)
-        out[start:start + length] += tone(piano, midi_hz(ctx.pitch(int(ctx.rng.integers(0, 7)), 2)), length,
-                                          ctx.sr, 0.002, 0.6)
+        out[start : start + length] += tone(
+            piano, midi_hz(ctx.pitch(int(ctx.rng.integers(0, 7)), 2)), length, ctx.sr, 0.002, 0.6
+        )
     return out
 
 
@@ -120,8 +132,9 @@ def heartache(ctx: Context) -> np.ndarray:
     degrees = ctx.rng.integers(0, 5, ctx.n // note + 1)
     for i, start in enumerate(range(0, ctx.n, note)):
         length = min(note, ctx.n - start)
-        out[start:start + length] += tone(cello, midi_hz(ctx.pitch(int(degrees[i]), -1)), length, ctx.sr,
-                                          0.15, 2.0, vibrato=0.4)
+        out[start : start + length] += tone(
+            cello, midi_hz(ctx.pitch(int(degrees[i]), -1)), length, ctx.sr, 0.15, 2.0, vibrato=0.4
+        )
     return _filtered(ctx, out, "band", [80, 1500])
 
 
@@ -151,7 +164,16 @@ def reflection(ctx: Context) -> np.ndarray:
 
 #: Theme tag → the function that renders its layer.
 LAYERS: dict[str, Callable[[Context], np.ndarray]] = {
-    "Christmas": christmas, "Party": party, "Workout": workout, "Rainy Day": rainy_day, "Late Night": late_night,
-    "Day Driving": day_driving, "In Love": in_love, "Solitude": solitude, "Heartache": heartache,
-    "Motivation": motivation, "Relaxation": relaxation, "Reflection": reflection,
+    "Christmas": christmas,
+    "Party": party,
+    "Workout": workout,
+    "Rainy Day": rainy_day,
+    "Late Night": late_night,
+    "Day Driving": day_driving,
+    "In Love": in_love,
+    "Solitude": solitude,
+    "Heartache": heartache,
+    "Motivation": motivation,
+    "Relaxation": relaxation,
+    "Reflection": reflection,
 }

@@ -159,9 +159,12 @@ def read_tag_files(data: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     combined = pd.concat(frames, ignore_index=True)
     unique = combined.drop_duplicates(list(ASSIGNMENT_COLUMNS), ignore_index=True)
     conflicts = conflicting_tags(frames, sources)
-    counts = {"tag_files": len(frames), "assignments_read": int(len(combined)),
-              "duplicate_assignments": int(len(combined) - len(unique)),
-              "conflicting_tracks": int(conflicts["track_id"].nunique())}
+    counts = {
+        "tag_files": len(frames),
+        "assignments_read": int(len(combined)),
+        "duplicate_assignments": int(len(combined) - len(unique)),
+        "conflicting_tracks": int(conflicts["track_id"].nunique()),
+    }
     return unique, pd.concat([*skips, conflicts], ignore_index=True), counts
 
 
@@ -173,8 +176,9 @@ def conflicting_tags(frames: list[pd.DataFrame], sources: list[str]) -> pd.DataF
     """
     if len(frames) < 2:
         return md.skip_frame()
-    keys = pd.concat([f[["track_id", "tagset"]].drop_duplicates().assign(file=i) for i, f in enumerate(frames)],
-                     ignore_index=True)
+    keys = pd.concat(
+        [f[["track_id", "tagset"]].drop_duplicates().assign(file=i) for i, f in enumerate(frames)], ignore_index=True
+    )
     shared = keys.loc[keys.duplicated(["track_id", "tagset"], keep=False), ["track_id", "tagset"]].drop_duplicates()
     if shared.empty:
         return md.skip_frame()
@@ -190,8 +194,14 @@ def conflicting_tags(frames: list[pd.DataFrame], sources: list[str]) -> pd.DataF
         present = row.dropna()
         if len(present) > 1 and present.nunique() > 1:
             listed = "; ".join(f"{sources[i]}: {present[i]}" for i in present.index)
-            records.append((" + ".join(sources[i] for i in present.index), None, track,
-                            f"conflicting {tagset} tags between files ({listed}); kept their union"))
+            records.append(
+                (
+                    " + ".join(sources[i] for i in present.index),
+                    None,
+                    track,
+                    f"conflicting {tagset} tags between files ({listed}); kept their union",
+                )
+            )
     return md.skip_frame(records)
 
 
@@ -292,8 +302,9 @@ def _read_text(path: Path, tagset: Optional[str]) -> tuple[pd.DataFrame, dict[st
     return rows, _set_columns(value_columns, path, tagset)
 
 
-def _read_cls(path: Path, numbered: list[tuple[int, str]], tagset: Optional[str]
-              ) -> tuple[pd.DataFrame, dict[str, str]]:
+def _read_cls(
+    path: Path, numbered: list[tuple[int, str]], tagset: Optional[str]
+) -> tuple[pd.DataFrame, dict[str, str]]:
     if tagset is None:
         raise DataError(
             f"{path}: a .cls file (TRACKID<TAB>label) holds one unnamed tag set; "
@@ -332,6 +343,9 @@ def _explode_long(path: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     rows, skips = md.split_valid_ids(rows, path, "tag")
     tags = [_normalise(t) for t in rows["tag"]]
     keep = np.array([bool(t) for t in tags], dtype=bool)
-    out = {"track_id": rows["track_id"].to_numpy()[keep], "tagset": rows["tagset"].to_numpy()[keep],
-           "tag": np.asarray(tags, dtype=object)[keep]}
+    out = {
+        "track_id": rows["track_id"].to_numpy()[keep],
+        "tagset": rows["tagset"].to_numpy()[keep],
+        "tag": np.asarray(tags, dtype=object)[keep],
+    }
     return _assignments({k: list(v) for k, v in out.items()}), skips

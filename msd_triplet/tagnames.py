@@ -28,9 +28,10 @@ def parse_combination(name: str | Sequence[str]) -> tuple[str, ...]:
     parts = name.split("-") if isinstance(name, str) else list(name)
     unknown = [p for p in parts if p not in TAG_SETS]
     if not parts or unknown or len(set(parts)) != len(parts):
-        raise ConfigError(f"tag-set combination {name!r}: use names from {', '.join(TAG_SETS)} joined by '-', "
-                          f"each once (e.g. genres-styles-moods); {'unknown: ' + ', '.join(unknown) if unknown else ''}"
-                          .rstrip("; "))
+        raise ConfigError(
+            f"tag-set combination {name!r}: use names from {', '.join(TAG_SETS)} joined by '-', "
+            f"each once (e.g. genres-styles-moods); {'unknown: ' + ', '.join(unknown) if unknown else ''}".rstrip("; ")
+        )
     return tuple(s for s in TAG_SETS if s in parts)
 
 

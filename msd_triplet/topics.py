@@ -35,8 +35,10 @@ def format_topics(model: LsiModel, topics: Sequence[int], n: int = 8, colour: bo
         text = f"[{tagset}] {tag} {weight:+.2f}"
         return click.style(text, fg=SET_COLOURS.get(tagset)) if colour else text
 
-    lines = [f"LSI of {model.name}: {model.k} topics over {len(model.vocabulary)} tags "
-             f"({model.weighting}, {model.solver}, {model.n_train:,} training tracks)"]
+    lines = [
+        f"LSI of {model.name}: {model.k} topics over {len(model.vocabulary)} tags "
+        f"({model.weighting}, {model.solver}, {model.n_train:,} training tracks)"
+    ]
     for topic in topics:
         pos, neg = model.topic_terms(topic, n)
         lines.append(f"topic {topic} (σ = {model.singular_values[topic]:.2f})")
@@ -52,16 +54,17 @@ class SimilarityStats:
     pairs: int
     positive_threshold: float
     negative_threshold: float
-    share_positive: float     # pairs with cosine >= positive_threshold
-    share_negative: float     # pairs with cosine < negative_threshold
-    zero_vectors: int         # tracks whose LSI vector is zero (cosine 0 with everyone)
+    share_positive: float  # pairs with cosine >= positive_threshold
+    share_negative: float  # pairs with cosine < negative_threshold
+    zero_vectors: int  # tracks whose LSI vector is zero (cosine 0 with everyone)
     # the same two shares over pairs from different albums only (what the album filter leaves)
     share_positive_other_album: Optional[float] = None
     share_negative_other_album: Optional[float] = None
 
 
-def pair_similarities(vectors: np.ndarray, sample: int = 2_000, seed: int = 0,
-                      albums: Optional[np.ndarray] = None) -> tuple[np.ndarray, int, Optional[np.ndarray]]:
+def pair_similarities(
+    vectors: np.ndarray, sample: int = 2_000, seed: int = 0, albums: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, int, Optional[np.ndarray]]:
     """Cosine similarities of the pairs among up to ``sample`` random rows (upper triangle).
 
     Returns (similarities [pairs], number of zero rows in the sample, and for
@@ -79,9 +82,17 @@ def pair_similarities(vectors: np.ndarray, sample: int = 2_000, seed: int = 0,
     return cosine_similarity(chosen)[upper], zeros, same
 
 
-def similarity_histogram(vectors: np.ndarray, out: str | os.PathLike, *, positive: float = 0.8,
-                         negative: float = 0.2, sample: int = 2_000, seed: int = 0,
-                         albums: Optional[np.ndarray] = None, title: Optional[str] = None) -> SimilarityStats:
+def similarity_histogram(
+    vectors: np.ndarray,
+    out: str | os.PathLike,
+    *,
+    positive: float = 0.8,
+    negative: float = 0.2,
+    sample: int = 2_000,
+    seed: int = 0,
+    albums: Optional[np.ndarray] = None,
+    title: Optional[str] = None,
+) -> SimilarityStats:
     """Write a PNG histogram of pairwise LSI cosine similarities with both thresholds drawn.
 
     With ``albums`` the pairs from one album (never used by the loss) are
@@ -93,8 +104,9 @@ def similarity_histogram(vectors: np.ndarray, out: str | os.PathLike, *, positiv
     import matplotlib.pyplot as plt
 
     cos, zeros, same = pair_similarities(vectors, sample, seed, albums)
-    stats = SimilarityStats(len(cos), positive, negative, float(np.mean(cos >= positive)),
-                            float(np.mean(cos < negative)), zeros)
+    stats = SimilarityStats(
+        len(cos), positive, negative, float(np.mean(cos >= positive)), float(np.mean(cos < negative)), zeros
+    )
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     bins = np.linspace(-1, 1, 81)
     if same is None:
@@ -103,8 +115,13 @@ def similarity_histogram(vectors: np.ndarray, out: str | os.PathLike, *, positiv
         other = cos[~same]
         stats.share_positive_other_album = float(np.mean(other >= positive)) if len(other) else 0.0
         stats.share_negative_other_album = float(np.mean(other < negative)) if len(other) else 0.0
-        ax.hist([other, cos[same]], bins=bins, stacked=True, color=["0.55", "tab:orange"],
-                label=["different albums", "same album (not used)"])
+        ax.hist(
+            [other, cos[same]],
+            bins=bins,
+            stacked=True,
+            color=["0.55", "tab:orange"],
+            label=["different albums", "same album (not used)"],
+        )
     ax.set_yscale("log")
     ax.axvline(positive, color="tab:green", lw=1.5, label=f"positive ≥ {positive:g}: {stats.share_positive:.1%}")
     ax.axvline(negative, color="tab:red", lw=1.5, label=f"negative < {negative:g}: {stats.share_negative:.1%}")
@@ -133,5 +150,11 @@ def parse_topics(text: Optional[str], k: int, default: int = 5) -> list[int]:
     return topics
 
 
-__all__ = ["SET_COLOURS", "SimilarityStats", "format_topics", "pair_similarities", "parse_topics",
-           "similarity_histogram"]
+__all__ = [
+    "SET_COLOURS",
+    "SimilarityStats",
+    "format_topics",
+    "pair_similarities",
+    "parse_topics",
+    "similarity_histogram",
+]

@@ -50,11 +50,11 @@ class DryRunReport:
     input_shape: tuple[int, ...]
     embedding_dim: int
     batch_size: int
-    compile_seconds: float     # first step: tracing (and XLA compilation)
-    step_seconds: float        # second step
+    compile_seconds: float  # first step: tracing (and XLA compilation)
+    step_seconds: float  # second step
     loss: float
     statistics: dict[str, float]
-    precision: str             # the conv stacks' dtype policy
+    precision: str  # the conv stacks' dtype policy
     jit_compile: bool
 
 
@@ -78,8 +78,8 @@ class TrainingData:
 @dataclass
 class FitResult:
     run_dir: Path
-    epochs: int                       # epochs finished in the run (all sessions)
-    best_epoch: Optional[int]         # 1-based; None without validation
+    epochs: int  # epochs finished in the run (all sessions)
+    best_epoch: Optional[int]  # 1-based; None without validation
     best_value: Optional[float]
     stopped_early: bool
     history: list[dict] = field(default_factory=list)
@@ -104,8 +104,10 @@ def check_batch_size(batch_size: int, replicas: int) -> None:
     """
     if replicas > 1 and batch_size % replicas:
         near = batch_size - batch_size % replicas or replicas
-        raise ConfigError(f"training.batch_size {batch_size} does not split evenly over {replicas} replicas; "
-                          f"use a multiple of {replicas}, e.g. {near} or {near + replicas}")
+        raise ConfigError(
+            f"training.batch_size {batch_size} does not split evenly over {replicas} replicas; "
+            f"use a multiple of {replicas}, e.g. {near} or {near + replicas}"
+        )
 
 
 def adapt_to_workers(model, strategy) -> None:
@@ -139,8 +141,7 @@ def adapt_to_workers(model, strategy) -> None:
     def build_from_local_slice(iterator=None, data_batch=None):
         if iterator is not None:
             for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0],
-                                                   next(batches))
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(batches))
                 break
         return build(data_batch=data_batch)
 
@@ -155,9 +156,13 @@ def adapt_to_workers(model, strategy) -> None:
 def model_compute(model) -> dict:
     """How a compiled DPNN computes: its conv stacks' dtype policy, XLA, the replicas, and the machine's GPUs."""
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
-    return {"precision": conv.dtype_policy.name, "jit_compile": bool(model.jit_compile),
-            "replicas": int(model.distribute_strategy.num_replicas_in_sync),
-            "gpus": devices.gpu_count(), "cpu_bfloat16": devices.cpu_has_bfloat16()}
+    return {
+        "precision": conv.dtype_policy.name,
+        "jit_compile": bool(model.jit_compile),
+        "replicas": int(model.distribute_strategy.num_replicas_in_sync),
+        "gpus": devices.gpu_count(),
+        "cpu_bfloat16": devices.cpu_has_bfloat16(),
+    }
 
 
 def compile_model(config: Config, seed: int | None = None, strategy=None, mining: str | None = None):
@@ -180,9 +185,13 @@ def compile_model(config: Config, seed: int | None = None, strategy=None, mining
     check_batch_size(config.training.batch_size, strategy.num_replicas_in_sync)
     precision = devices.resolve_precision(config.training.precision)
     with strategy.scope():
-        model = build_dpnn(config.model, audio.feature_shape(config.features),
-                           seed=config.seed if seed is None else seed,
-                           synchronized_bn=strategy.num_replicas_in_sync > 1, precision=precision)
+        model = build_dpnn(
+            config.model,
+            audio.feature_shape(config.features),
+            seed=config.seed if seed is None else seed,
+            synchronized_bn=strategy.num_replicas_in_sync > 1,
+            precision=precision,
+        )
         optimizer = keras.optimizers.Adam(config.training.learning_rate)
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -194,15 +203,21 @@ def compile_model(config: Config, seed: int | None = None, strategy=None, mining
 def compile_loss(model, config: Config, optimizer, mining: str | None = None) -> None:
     """(Re)compile ``model`` with ``optimizer`` (its state kept), the loss of ``config`` and its statistics."""
     loss = losses.LsiTripletLoss.from_config_dataclass(config.loss, mining)
-    model.compile(optimizer=optimizer, loss=loss, metrics=losses.triplet_metrics(loss),
-                  jit_compile=devices.resolve_jit_compile(config.training.jit_compile))
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=losses.triplet_metrics(loss),
+        jit_compile=devices.resolve_jit_compile(config.training.jit_compile),
+    )
 
 
 def training_phases(config: Config, initial_epoch: int) -> list[tuple[int, int, str]]:
     """(first epoch, end epoch, mining) of what is left to train: the batch_all warm-up, then ``loss.mining``."""
     warmup = min(config.training.warmup_epochs, config.training.epochs)
     phases = [(0, warmup, "batch_all"), (warmup, config.training.epochs, config.loss.mining)]
-    return [(max(start, initial_epoch), end, mining) for start, end, mining in phases if end > max(start, initial_epoch)]
+    return [
+        (max(start, initial_epoch), end, mining) for start, end, mining in phases if end > max(start, initial_epoch)
+    ]
 
 
 def random_batch(config: Config, k: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -228,10 +243,19 @@ def dry_run(config: Config) -> DryRunReport:
     result = model.train_on_batch(x, y, return_dict=True)
     step = time.perf_counter() - started
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    return DryRunReport(int(model.count_params()), trainable, tuple(model.input_shape[1:]),
-                        int(model.output_shape[-1]), config.training.batch_size, compiled, step,
-                        float(result["loss"]), {s: float(result[s]) for s in losses.STATISTICS if s in result},
-                        model_compute(model)["precision"], bool(model.jit_compile))
+    return DryRunReport(
+        int(model.count_params()),
+        trainable,
+        tuple(model.input_shape[1:]),
+        int(model.output_shape[-1]),
+        config.training.batch_size,
+        compiled,
+        step,
+        float(result["loss"]),
+        {s: float(result[s]) for s in losses.STATISTICS if s in result},
+        model_compute(model)["precision"],
+        bool(model.jit_compile),
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -255,8 +279,10 @@ def load_training_data(config: Config, splits=("train", "validation", "test"), l
     prepared = load_prepared(config)
     directory = cache_dir(config)
     if not directory.is_dir():
-        raise DataError(f"{directory}: no feature cache for these feature settings; run "
-                        "`msd-triplet prepare --config <your config>` (without --no-features) first")
+        raise DataError(
+            f"{directory}: no feature cache for these feature settings; run "
+            "`msd-triplet prepare --config <your config>` (without --no-features) first"
+        )
     cache = FeatureCache(directory)
     if lsi_model is None:
         model, vectors = lsi.fit_prepared(prepared, config.lsi, config.seed)
@@ -266,8 +292,9 @@ def load_training_data(config: Config, splits=("train", "validation", "test"), l
     if config.loss.relatedness != "lsi":
         from msd_triplet.relatedness import source_vectors
 
-        vectors = source_vectors(config.loss.relatedness, prepared, np.arange(len(prepared.tracks)), vectors,
-                                 config.lsi.tag_sets)
+        vectors = source_vectors(
+            config.loss.relatedness, prepared, np.arange(len(prepared.tracks)), vectors, config.lsi.tag_sets
+        )
     targets = losses.pack_targets(vectors, prepared.tracks["album_id"].to_numpy())
     ids = prepared.tracks["track_id"].to_numpy()
     positions = {s: split_positions(prepared.tracks, s) for s in splits}
@@ -330,15 +357,23 @@ def _check_resumable(run: Path, config: Config) -> None:
     saved, current = _flat(load_config(RunFolder(run).config).to_dict()), _flat(config.to_dict())
     differ = [k for k in current if k != "training.epochs" and saved.get(k) != current[k]]
     if differ:
-        raise MsdTripletError(f"{run}: the run was made with another config ({', '.join(differ)} differ); "
-                              "resume with the same config, or start a new run under another name")
+        raise MsdTripletError(
+            f"{run}: the run was made with another config ({', '.join(differ)} differ); "
+            "resume with the same config, or start a new run under another name"
+        )
 
 
 class RunCheckpoint(keras.callbacks.Callback):
     """Validation P@k, then checkpoint, log row and state of every finished epoch, in that order."""
 
-    def __init__(self, run: Path, state: dict, validate: Optional[Callable[[object], dict]], patience: int,
-                 say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        run: Path,
+        state: dict,
+        validate: Optional[Callable[[object], dict]],
+        patience: int,
+        say: Callable[[str], None],
+    ) -> None:
         super().__init__()
         self.run, self.state, self.validate, self.patience, self.say = run, state, validate, patience, say
 
@@ -353,8 +388,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             logs.update(self.validate(self.model))
         number, folder = epoch + 1, RunFolder(self.run)
         self._save(folder.epoch_weights(number), weights_only=True)
-        improved = MONITOR in logs and (self.state.get("best_value") is None
-                                        or logs[MONITOR] > self.state["best_value"])
+        improved = MONITOR in logs and (
+            self.state.get("best_value") is None or logs[MONITOR] > self.state["best_value"]
+        )
         if improved:
             self.state.update(best_value=logs[MONITOR], best_epoch=number)
             self._save(folder.checkpoint("best"))
@@ -375,8 +411,10 @@ def _read_log(run: Path) -> list[dict]:
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as handle:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def _write_log(run: Path, rows: list[dict]) -> None:
@@ -396,13 +434,15 @@ def _validation(config: Config, data: TrainingData) -> Optional[Callable[[object
     if rows is None or len(rows) < 3:
         return None
     k = min(config.evaluation.k, len(rows) - 1)
-    facets = evaluation.facets_from_prepared(data.prepared, data.positions["validation"],
-                                             match=config.evaluation.facet_match)
+    facets = evaluation.facets_from_prepared(
+        data.prepared, data.positions["validation"], match=config.evaluation.facet_match
+    )
 
     def validate(model) -> dict:
         # P@k only: the chance levels and bootstrap intervals of evaluate_embeddings are not logged
-        neighbours = evaluation.nearest_neighbours(embed_rows(model, data.cache, rows), k,
-                                                   chunk_size=config.evaluation.chunk_size)
+        neighbours = evaluation.nearest_neighbours(
+            embed_rows(model, data.cache, rows), k, chunk_size=config.evaluation.chunk_size
+        )
         precision = {facet: evaluation.precision_at_k(neighbours, f) for facet, f in facets.items()}
         logs = {f"val_p@{k}_{facet}": p for facet, p in precision.items()}
         tags = [p for facet, p in precision.items() if facet not in ("artist", "album")]
@@ -417,16 +457,28 @@ def _versions() -> dict:
 
     from msd_triplet import __version__
 
-    return {"msd_triplet": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {
+        "msd_triplet": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 # --------------------------------------------------------------------------- fit
 
 
-def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None, verbose: int = 1,
-        say: Callable[[str], None] = print, data: Optional[TrainingData] = None,
-        callbacks: Sequence = ()) -> FitResult:
+def fit(
+    config: Config,
+    *,
+    resume: bool = False,
+    run_dir: Optional[Path] = None,
+    verbose: int = 1,
+    say: Callable[[str], None] = print,
+    data: Optional[TrainingData] = None,
+    callbacks: Sequence = (),
+) -> FitResult:
     """Train ``config`` into its run folder; with ``resume`` continue after the last finished epoch.
 
     ``data`` reuses already loaded :class:`TrainingData`; ``callbacks`` are
@@ -450,19 +502,23 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
     run = run_directory(config, run_dir)
     state = _read_state(run)
     if state is not None and not resume:
-        raise MsdTripletError(f"{run}: holds a run ({state.get('epoch', 0)} epochs done); continue it with "
-                              "--resume, or give the experiment another name")
+        raise MsdTripletError(
+            f"{run}: holds a run ({state.get('epoch', 0)} epochs done); continue it with "
+            "--resume, or give the experiment another name"
+        )
     if state is not None:
         _check_resumable(run, config)
         if state.get("finished") and state.get("stopped_early"):
             say(f"{run}: stopped early at epoch {state['epoch']}; nothing to resume")
-            return FitResult(run, state["epoch"], state.get("best_epoch"), state.get("best_value"), True,
-                             _read_log(run))
+            return FitResult(
+                run, state["epoch"], state.get("best_epoch"), state.get("best_value"), True, _read_log(run)
+            )
     state = state or {"epoch": 0}
     if int(state["epoch"]) >= config.training.epochs:
         say(f"{run}: all {config.training.epochs} epochs are done")
-        return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"), False,
-                         _read_log(run))
+        return FitResult(
+            run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"), False, _read_log(run)
+        )
 
     # first TensorFlow work of the run: a multi-worker strategy must come before any other
     strategy = distribution_strategy(config)
@@ -482,8 +538,18 @@ def fit(config: Config, *, resume: bool = False, run_dir: Optional[Path] = None,
             shutil.rmtree(out, ignore_errors=True)
 
 
-def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Optional[TrainingData], verbose: int,
-           say: Callable[[str], None], callbacks: Sequence, progress: dict) -> FitResult:
+def _train(
+    config: Config,
+    strategy,
+    run: Path,
+    out: Path,
+    state: dict,
+    data: Optional[TrainingData],
+    verbose: int,
+    say: Callable[[str], None],
+    callbacks: Sequence,
+    progress: dict,
+) -> FitResult:
     """The body of :func:`fit` once the strategy is made: ``run`` is read, ``out`` written (``run`` on the chief)."""
     import tensorflow as tf
 
@@ -493,8 +559,10 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
     data = data or load_training_data(config)
     n_train, batch = len(data.rows["train"]), config.training.batch_size
     if n_train < batch:
-        raise DataError(f"the training split has {n_train} tracks, fewer than training.batch_size {batch}; "
-                        "lower the batch size or add data")
+        raise DataError(
+            f"the training split has {n_train} tracks, fewer than training.batch_size {batch}; "
+            "lower the batch size or add data"
+        )
     out.mkdir(parents=True, exist_ok=True)
     source, written = RunFolder(run), RunFolder(out)
     if out != run and source.log.is_file():
@@ -517,21 +585,35 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
         model = compile_model(config, strategy=strategy, mining=phases[0][2])
 
     compute = model_compute(model)
-    say(f"training in {compute['precision']} (training.precision: {config.training.precision}), XLA "
-        f"{'on' if compute['jit_compile'] else 'off'}, {compute['replicas']} replica(s)")
-    atomic_write_json(written.run_info, {
-        "seed": config.seed, "versions": _versions(), "compute": compute,
-        "tracks": {s: int(len(r)) for s, r in data.rows.items()},
-        "lsi": {"sets": list(data.lsi.sets), "k": int(data.lsi.k), "weighting": data.lsi.weighting,
-                "path": written.lsi.name},
-        "feature_cache": str(data.cache.directory),
-    })
+    say(
+        f"training in {compute['precision']} (training.precision: {config.training.precision}), XLA "
+        f"{'on' if compute['jit_compile'] else 'off'}, {compute['replicas']} replica(s)"
+    )
+    atomic_write_json(
+        written.run_info,
+        {
+            "seed": config.seed,
+            "versions": _versions(),
+            "compute": compute,
+            "tracks": {s: int(len(r)) for s, r in data.rows.items()},
+            "lsi": {
+                "sets": list(data.lsi.sets),
+                "k": int(data.lsi.k),
+                "weighting": data.lsi.weighting,
+                "path": written.lsi.name,
+            },
+            "feature_cache": str(data.cache.directory),
+        },
+    )
     steps = steps_per_epoch(n_train, batch, drop_remainder=True)
     order = batch_order(config, data)
     progress["epoch"] = initial_epoch
     checkpoint = RunCheckpoint(out, state, _validation(config, data), config.training.early_stopping_patience, say)
-    callbacks = [checkpoint, keras.callbacks.TensorBoard(str(written.tensorboard), write_graph=False,
-                                                         update_freq="epoch"), *callbacks]
+    callbacks = [
+        checkpoint,
+        keras.callbacks.TensorBoard(str(written.tensorboard), write_graph=False, update_freq="epoch"),
+        *callbacks,
+    ]
     # each worker reads the global batches and keeps its replicas' slices of them
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -540,12 +622,27 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
             say(f"epochs {start + 1}-{end}: {mining} mining")
             with strategy.scope():
                 compile_loss(model, config, model.optimizer, mining)
-        train = feature_dataset(data.cache, data.rows["train"], data.targets["train"], batch_size=batch,
-                                seed=config.seed, epochs=end - start, first_epoch=start, drop_remainder=True,
-                                order=order)
+        train = feature_dataset(
+            data.cache,
+            data.rows["train"],
+            data.targets["train"],
+            batch_size=batch,
+            seed=config.seed,
+            epochs=end - start,
+            first_epoch=start,
+            drop_remainder=True,
+            order=order,
+        )
         try:
-            model.fit(train.with_options(options), epochs=end, initial_epoch=start, steps_per_epoch=steps,
-                      callbacks=callbacks, verbose=verbose, shuffle=False)
+            model.fit(
+                train.with_options(options),
+                epochs=end,
+                initial_epoch=start,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,
+            )
         finally:
             progress["epoch"] = checkpoint.state.get("epoch", progress["epoch"])
         if model.stop_training:
@@ -554,8 +651,14 @@ def _train(config: Config, strategy, run: Path, out: Path, state: dict, data: Op
     if not state.get("finished") and state.get("epoch", 0) >= config.training.epochs:
         state["finished"] = True
         atomic_write_json(written.state, state)
-    return FitResult(run, int(state["epoch"]), state.get("best_epoch"), state.get("best_value"),
-                     bool(state.get("stopped_early", False)), _read_log(out))
+    return FitResult(
+        run,
+        int(state["epoch"]),
+        state.get("best_epoch"),
+        state.get("best_value"),
+        bool(state.get("stopped_early", False)),
+        _read_log(out),
+    )
 
 
 def _check_same_run(strategy, run: Path, epochs_done: int) -> None:
@@ -569,8 +672,10 @@ def _check_same_run(strategy, run: Path, epochs_done: int) -> None:
     mine = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([epochs_done], tf.int64))
     seen = [int(e) for e in strategy.gather(mine, axis=0).numpy()]
     if len(set(seen)) > 1:
-        raise MsdTripletError(f"{run}: the workers see different runs (epochs done, per replica: {seen}); every "
-                              "worker must read the same run folder, on a file system they share")
+        raise MsdTripletError(
+            f"{run}: the workers see different runs (epochs done, per replica: {seen}); every "
+            "worker must read the same run folder, on a file system they share"
+        )
 
 
 def _lost_worker(exc: BaseException) -> bool:
@@ -583,10 +688,15 @@ def _lost_worker(exc: BaseException) -> bool:
     """
     import tensorflow as tf
 
-    peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
-                   tf.errors.CancelledError)
-    return isinstance(exc, peer_errors) or (isinstance(exc, tf.errors.OpError)
-                                            and "collective ops is aborted" in str(exc).lower())
+    peer_errors = (
+        tf.errors.UnavailableError,
+        tf.errors.DeadlineExceededError,
+        tf.errors.AbortedError,
+        tf.errors.CancelledError,
+    )
+    return isinstance(exc, peer_errors) or (
+        isinstance(exc, tf.errors.OpError) and "collective ops is aborted" in str(exc).lower()
+    )
 
 
 def _lost_worker_message(exc: BaseException, run: Path, epochs_done: int) -> str:
@@ -603,10 +713,12 @@ def _lost_worker_message(exc: BaseException, run: Path, epochs_done: int) -> str
         if reason.endswith(":") and at + 1 < len(lines):
             reason = f"{reason} {lines[at + 1]}"
     reason = re.sub(r"^Error reported from /job:\S+: ", "", reason)[:200]
-    return (f"training.distribution multi_worker: lost {' and '.join(tasks) or 'a worker'} "
-            f"({type(exc).__name__}: {reason}); the other workers cannot go on without it. Restart every worker "
-            f"with the same command and --resume (`msd-triplet fit --config <config> --resume`); training "
-            f"continues after epoch {epochs_done}, the last one finished in {run}")
+    return (
+        f"training.distribution multi_worker: lost {' and '.join(tasks) or 'a worker'} "
+        f"({type(exc).__name__}: {reason}); the other workers cannot go on without it. Restart every worker "
+        f"with the same command and --resume (`msd-triplet fit --config <config> --resume`); training "
+        f"continues after epoch {epochs_done}, the last one finished in {run}"
+    )
 
 
 def batch_order(config: Config, data: TrainingData) -> Optional[Callable[[int], np.ndarray]]:
@@ -621,8 +733,15 @@ def batch_order(config: Config, data: TrainingData) -> Optional[Callable[[int], 
     from msd_triplet.relatedness import SOURCE_KIND
 
     vectors, albums = losses.unpack_targets(data.targets["train"])
-    return related_order_fn(vectors, SOURCE_KIND[config.loss.relatedness], albums, config.loss.positive_threshold,
-                            config.training.batch_size, config.training.group_size, config.seed)
+    return related_order_fn(
+        vectors,
+        SOURCE_KIND[config.loss.relatedness],
+        albums,
+        config.loss.positive_threshold,
+        config.training.batch_size,
+        config.training.group_size,
+        config.seed,
+    )
 
 
 def load_run_model(run: Path, which: str = "best"):

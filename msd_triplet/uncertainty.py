@@ -37,20 +37,31 @@ import numpy as np
 
 from msd_triplet.errors import ArgumentError
 
-__all__ = ["BOOTSTRAP_UNITS", "BootstrapSettings", "bootstrap_interval", "cluster_labels", "format_figure",
-           "interval_sign", "level_text", "mean_of", "paired_bootstrap_interval", "paired_differences"]
+__all__ = [
+    "BOOTSTRAP_UNITS",
+    "BootstrapSettings",
+    "bootstrap_interval",
+    "cluster_labels",
+    "format_figure",
+    "interval_sign",
+    "level_text",
+    "mean_of",
+    "paired_bootstrap_interval",
+    "paired_differences",
+]
 
 #: what one bootstrap draw resamples: single queries, or every query of an album / artist
 BOOTSTRAP_UNITS: tuple[str, ...] = ("query", "album", "artist")
-_RESAMPLE_BYTES = 64 * 2 ** 20  # indices + gathered values per chunk of resamples
+_RESAMPLE_BYTES = 64 * 2**20  # indices + gathered values per chunk of resamples
 
 
 # ---------------------------------------------------------------------------
 # intervals
 
 
-def bootstrap_interval(values: Any, *, n_resamples: int = 1000, level: float = 0.95, seed: int,
-                       clusters: Any = None) -> tuple[float, float]:
+def bootstrap_interval(
+    values: Any, *, n_resamples: int = 1000, level: float = 0.95, seed: int, clusters: Any = None
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of the non-NaN ``values``.
 
     Parameters
@@ -74,8 +85,9 @@ def bootstrap_interval(values: Any, *, n_resamples: int = 1000, level: float = 0
     return _interval(x, labels, n_resamples, level, seed)
 
 
-def paired_bootstrap_interval(a: Any, b: Any, *, n_resamples: int = 1000, level: float = 0.95, seed: int,
-                              clusters: Any = None) -> tuple[float, float]:
+def paired_bootstrap_interval(
+    a: Any, b: Any, *, n_resamples: int = 1000, level: float = 0.95, seed: int, clusters: Any = None
+) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(a) − mean(b), resampling the same queries for both.
 
     ``a`` and ``b`` : float [N], the per-query values of two models on the same
@@ -87,8 +99,9 @@ def paired_bootstrap_interval(a: Any, b: Any, *, n_resamples: int = 1000, level:
     return _interval(x, labels, n_resamples, level, seed)
 
 
-def _interval(x: np.ndarray, labels: Optional[np.ndarray], n_resamples: Any, level: Any,
-              seed: Any) -> tuple[float, float]:
+def _interval(
+    x: np.ndarray, labels: Optional[np.ndarray], n_resamples: Any, level: Any, seed: Any
+) -> tuple[float, float]:
     n_resamples, level, seed = _check_settings(n_resamples, level, seed)
     if x.shape[1] == 0:
         return float("nan"), float("nan")
@@ -97,8 +110,9 @@ def _interval(x: np.ndarray, labels: Optional[np.ndarray], n_resamples: Any, lev
     return float(low), float(high)
 
 
-def _resampled_means(x: np.ndarray, labels: Optional[np.ndarray], n_resamples: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def _resampled_means(
+    x: np.ndarray, labels: Optional[np.ndarray], n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """float64 [m, n_resamples]: the mean of each row of ``x`` [m, n] over each resample.
 
     One resample draws as many units (values, or clusters when ``labels`` is
@@ -149,16 +163,20 @@ def _prepare(arrays: Mapping[str, Any], clusters: Any) -> tuple[np.ndarray, Opti
     checked = {name: _check_values(name, values) for name, values in arrays.items()}
     lengths = {name: len(v) for name, v in checked.items()}
     if len(set(lengths.values())) > 1:
-        raise ArgumentError(f"{' and '.join(lengths)}: lengths {' and '.join(map(str, lengths.values()))} differ; "
-                            "a paired interval needs the per-query values of the same queries, in the same order")
+        raise ArgumentError(
+            f"{' and '.join(lengths)}: lengths {' and '.join(map(str, lengths.values()))} differ; "
+            "a paired interval needs the per-query values of the same queries, in the same order"
+        )
     if len(checked) == 2:
         (na, a), (nb, b) = checked.items()
         differ = np.isnan(a) != np.isnan(b)
         if differ.any():
             i = int(np.flatnonzero(differ)[0])
-            raise ArgumentError(f"{na} and {nb}: {int(differ.sum())} position(s) are a query in one and NaN in the "
-                                f"other (e.g. position {i}: {na} = {a[i]}, {nb} = {b[i]}); both must be NaN at the "
-                                "same positions (the same split and facet)")
+            raise ArgumentError(
+                f"{na} and {nb}: {int(differ.sum())} position(s) are a query in one and NaN in the "
+                f"other (e.g. position {i}: {na} = {a[i]}, {nb} = {b[i]}); both must be NaN at the "
+                "same positions (the same split and facet)"
+            )
     x = np.stack(list(checked.values()))
     keep = ~np.isnan(x[0])
     if clusters is None:
@@ -166,8 +184,9 @@ def _prepare(arrays: Mapping[str, Any], clusters: Any) -> tuple[np.ndarray, Opti
     n = x.shape[1]
     labels = np.asarray(clusters)
     if labels.shape != (n,) or (labels.dtype.kind not in "iu" and labels.size):
-        raise ArgumentError(f"clusters: expected one integer label per value ({n}), got shape {labels.shape} "
-                            f"dtype {labels.dtype}")
+        raise ArgumentError(
+            f"clusters: expected one integer label per value ({n}), got shape {labels.shape} dtype {labels.dtype}"
+        )
     return x[:, keep], _first_seen(labels[keep])
 
 
@@ -181,8 +200,10 @@ def _check_values(name: str, values: Any) -> np.ndarray:
     infinite = np.isinf(x)
     if infinite.any():
         i = int(np.flatnonzero(infinite)[0])
-        raise ArgumentError(f"{name}: {int(infinite.sum())} value(s) infinite (e.g. position {i} = {x[i]}); "
-                            "allowed are finite numbers, and NaN for a track that is not a query")
+        raise ArgumentError(
+            f"{name}: {int(infinite.sum())} value(s) infinite (e.g. position {i} = {x[i]}); "
+            "allowed are finite numbers, and NaN for a track that is not a query"
+        )
     return x
 
 
@@ -256,8 +277,10 @@ class BootstrapSettings:
     def describe(self) -> str:
         """``95 % percentile bootstrap intervals (1,000 resamples of albums, seed 42)``."""
         units = {"query": "queries", "album": "albums", "artist": "artists"}[self.unit]
-        return (f"{level_text(self.level)} percentile bootstrap intervals ({self.n_resamples:,} resamples of "
-                f"{units}, seed {self.seed})")
+        return (
+            f"{level_text(self.level)} percentile bootstrap intervals ({self.n_resamples:,} resamples of "
+            f"{units}, seed {self.seed})"
+        )
 
     def clusters(self, artist_ids: Any, album_ids: Any) -> Optional[np.ndarray]:
         """The cluster labels [N] for ``unit`` from the queries' artist and album ids; None for "query"."""
@@ -267,13 +290,15 @@ class BootstrapSettings:
 
     def interval(self, values: Any, clusters: Any = None) -> tuple[float, float]:
         """:func:`bootstrap_interval` with these settings."""
-        return bootstrap_interval(values, n_resamples=self.n_resamples, level=self.level, seed=self.seed,
-                                  clusters=clusters)
+        return bootstrap_interval(
+            values, n_resamples=self.n_resamples, level=self.level, seed=self.seed, clusters=clusters
+        )
 
     def paired_interval(self, a: Any, b: Any, clusters: Any = None) -> tuple[float, float]:
         """:func:`paired_bootstrap_interval` with these settings."""
-        return paired_bootstrap_interval(a, b, n_resamples=self.n_resamples, level=self.level, seed=self.seed,
-                                         clusters=clusters)
+        return paired_bootstrap_interval(
+            a, b, n_resamples=self.n_resamples, level=self.level, seed=self.seed, clusters=clusters
+        )
 
 
 def mean_of(values: Any) -> float:
@@ -283,8 +308,9 @@ def mean_of(values: Any) -> float:
     return float(x[keep].mean()) if keep.any() else float("nan")
 
 
-def paired_differences(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], settings: BootstrapSettings,
-                       clusters: Any = None) -> dict[str, dict]:
+def paired_differences(
+    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], settings: BootstrapSettings, clusters: Any = None
+) -> dict[str, dict]:
     """Per facet of both: ``{"difference", "ci_low", "ci_high", "queries"}`` of mean(a) − mean(b), paired.
 
     ``a``, ``b`` : {facet: float64 [N]} per-query precisions of two models on the
@@ -295,8 +321,12 @@ def paired_differences(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
     for facet in a:
         if facet in b:
             low, high = settings.paired_interval(a[facet], b[facet], clusters)
-            out[facet] = {"difference": mean_of(a[facet]) - mean_of(b[facet]), "ci_low": low, "ci_high": high,
-                          "queries": int((~np.isnan(np.asarray(a[facet], np.float64))).sum())}
+            out[facet] = {
+                "difference": mean_of(a[facet]) - mean_of(b[facet]),
+                "ci_low": low,
+                "ci_high": high,
+                "queries": int((~np.isnan(np.asarray(a[facet], np.float64))).sum()),
+            }
     return out
 
 
@@ -309,12 +339,20 @@ def interval_sign(low: float, high: float) -> int:
     return 0
 
 
-def format_figure(value: Optional[float], low: Optional[float] = None, high: Optional[float] = None, *,
-                  sd: Optional[float] = None, signed: bool = False, digits: int = 4) -> str:
+def format_figure(
+    value: Optional[float],
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    *,
+    sd: Optional[float] = None,
+    signed: bool = False,
+    digits: int = 4,
+) -> str:
     """``0.4120 ± 0.0100 [0.3880, 0.4370]``: a figure, its sd over seeds and its interval, each when it is a number.
 
     ``signed`` writes differences with their sign (``+0.0310 [+0.0100, +0.0520]``); "–" for a missing figure.
     """
+
     def known(v: Optional[float]) -> bool:
         return v is not None and v == v  # not None, not NaN
 

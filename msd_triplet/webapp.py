@@ -58,7 +58,7 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if exc.code == 413:
-            return error(413, f"upload too large: at most {max_upload_bytes / 2 ** 20:.0f} MiB")
+            return error(413, f"upload too large: at most {max_upload_bytes / 2**20:.0f} MiB")
         if exc.code == 404:
             return error(404, f"{request.path[:100]}: no such page, file or API route")
         return error(exc.code or 500, exc.description or exc.name)
@@ -74,9 +74,11 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @app.after_request
     def no_sniffing(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                                    "media-src 'self' blob:; frame-ancestors 'none'")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "media-src 'self' blob:; frame-ancestors 'none'",
+        )
         return response
 
     @app.get("/")
@@ -85,8 +87,10 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.get("/api/run")
     def run_summary():
-        return jsonify(browser.summary() | {"neighbours": neighbours, "max_upload_bytes": max_upload_bytes,
-                                            "audio_types": sorted(AUDIO_TYPES)})
+        return jsonify(
+            browser.summary()
+            | {"neighbours": neighbours, "max_upload_bytes": max_upload_bytes, "audio_types": sorted(AUDIO_TYPES)}
+        )
 
     @app.get("/api/search")
     def search():
@@ -140,8 +144,12 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @app.get("/audio/<track_id>/file")
     def whole_file(track_id: str):
         path = browser.audio_file(track_id)
-        return send_file(path, mimetype=AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-                         conditional=True, max_age=3600)
+        return send_file(
+            path,
+            mimetype=AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+            conditional=True,
+            max_age=3600,
+        )
 
     @app.get("/curves.svg")
     def training_curves():
@@ -156,7 +164,7 @@ def create_app(browser: RunBrowser, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
 def _short(name: str, suffix: str, most: int = 120) -> str:
     """An uploaded file's name for messages: at most ``most`` characters, keeping its extension."""
-    return name if len(name) <= most else name[:most - len(suffix) - 1] + "…" + suffix
+    return name if len(name) <= most else name[: most - len(suffix) - 1] + "…" + suffix
 
 
 def _int_arg(value: Optional[str], name: str, default: int, low: int, high: int) -> int:
@@ -185,8 +193,10 @@ def serve(browser: RunBrowser, *, host: str = "127.0.0.1", port: int = 8765, say
 
     server = make_server(host, port, create_app(browser, **app_options), threaded=True, request_handler=Handler)
     shown = f"[{host}]" if ":" in host else host
-    say(f"serving {browser.run.name} ({len(browser.track_ids):,} {browser.split} tracks) at "
-        f"http://{shown}:{server.port}/  (Ctrl-C to stop)")
+    say(
+        f"serving {browser.run.name} ({len(browser.track_ids):,} {browser.split} tracks) at "
+        f"http://{shown}:{server.port}/  (Ctrl-C to stop)"
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -74,8 +74,12 @@ def make_tiny_dataset(root: Path, seed: int = 0, n_artists: int = 8, tracks_per_
     no_styles, no_themes, no_meta, no_audio = ids[1], ids[5], ids[10], ids[20]
     tags[no_styles]["styles"] = []
     tags[no_themes]["themes"] = []
-    expected_reasons = {no_styles: "no tag in styles", no_themes: "no tag in themes",
-                        no_meta: "no metadata", no_audio: "audio file missing"}
+    expected_reasons = {
+        no_styles: "no tag in styles",
+        no_themes: "no tag in themes",
+        no_meta: "no metadata",
+        no_audio: "audio file missing",
+    }
 
     frame = pd.DataFrame(
         {s: [tags[t][s] if tags[t][s] else np.nan for t in ids] for s in ("genres", "styles", "moods", "themes")},
@@ -85,10 +89,14 @@ def make_tiny_dataset(root: Path, seed: int = 0, n_artists: int = 8, tracks_per_
     write_h5(frame, root / "msd_amglabels_all.h5")
 
     con = sqlite3.connect(root / "track_metadata.db")
-    con.execute("CREATE TABLE songs (track_id TEXT, title TEXT, song_id TEXT, release TEXT, "
-                "artist_id TEXT, artist_name TEXT, duration REAL, year INT)")
-    con.executemany("INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(t, "title", "SO", release[t], artist[t], "name", 30.0, 2000) for t in ids if t != no_meta])
+    con.execute(
+        "CREATE TABLE songs (track_id TEXT, title TEXT, song_id TEXT, release TEXT, "
+        "artist_id TEXT, artist_name TEXT, duration REAL, year INT)"
+    )
+    con.executemany(
+        "INSERT INTO songs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(t, "title", "SO", release[t], artist[t], "name", 30.0, 2000) for t in ids if t != no_meta],
+    )
     con.commit()
     con.close()
 
@@ -96,8 +104,12 @@ def make_tiny_dataset(root: Path, seed: int = 0, n_artists: int = 8, tracks_per_
     for t in ids:
         if t != no_audio:
             (root / "audio" / f"{t}.mp3").write_bytes(b"")
-    config = Config(seed=seed, data=DataConfig(root=str(root), tags=("msd_amglabels_all.h5",),
-                                               metadata="track_metadata.db", audio="audio/{track_id}.mp3"))
+    config = Config(
+        seed=seed,
+        data=DataConfig(
+            root=str(root), tags=("msd_amglabels_all.h5",), metadata="track_metadata.db", audio="audio/{track_id}.mp3"
+        ),
+    )
     kept = [t for t in ids if t not in expected_reasons]
     return TinyDataset(config, root, tags, artist, album, kept, expected_reasons)
 
@@ -114,6 +126,7 @@ def make_dataset():
 
 
 # --------------------------------------------------------------------------- edge-case audio
+
 
 def music_like(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """float32 [samples, channels]: harmonic notes with envelopes, noise bursts and a noise floor."""
@@ -148,8 +161,14 @@ GOOD_AUDIO = {
     "wav_5_1": ("wav", 48_000, 6, 10.0, "PCM_16"),
 }
 #: name → the AudioError kind it must give
-BAD_AUDIO = {"missing": "missing", "empty": "empty", "truncated_mp3": "truncated", "not_audio": "undecodable",
-             "short_wav": "too_short", "short_mp3": "too_short"}
+BAD_AUDIO = {
+    "missing": "missing",
+    "empty": "empty",
+    "truncated_mp3": "truncated",
+    "not_audio": "undecodable",
+    "short_wav": "too_short",
+    "short_mp3": "too_short",
+}
 
 
 @dataclass
@@ -172,9 +191,14 @@ def write_audio_files(folder: Path) -> AudioFiles:
         path = folder / f"{name}.{ext}"
         sf.write(path, music_like(seconds, sr, ch, seed=i), sr, subtype=subtype, format=ext.upper())
         good[name] = path
-    bad = {"missing": folder / "missing.mp3", "empty": folder / "empty.mp3",
-           "truncated_mp3": folder / "truncated.mp3", "not_audio": folder / "not_audio.flac",
-           "short_wav": folder / "short.wav", "short_mp3": folder / "short.mp3"}
+    bad = {
+        "missing": folder / "missing.mp3",
+        "empty": folder / "empty.mp3",
+        "truncated_mp3": folder / "truncated.mp3",
+        "not_audio": folder / "not_audio.flac",
+        "short_wav": folder / "short.wav",
+        "short_mp3": folder / "short.mp3",
+    }
     bad["empty"].write_bytes(b"")
     full = good["mp3_44k_stereo"].read_bytes()
     bad["truncated_mp3"].write_bytes(full[: len(full) * 2 // 5])  # ~4.8 s of a declared 12 s
@@ -255,8 +279,9 @@ def prepared_root(tmp_path_factory) -> Path:
     return root
 
 
-def write_run_config(root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml",
-                     precision: str = "float32") -> Path:
+def write_run_config(
+    root: Path, runs: Path, seed: int = 0, epochs: int = 2, name: str = "tiny.yaml", precision: str = "float32"
+) -> Path:
     """A tiny run's config; float32 unless asked, so tests pin the same numbers on every machine."""
     path = root / name
     path.write_text(TINY.format(seed=seed, root=root, runs=runs, epochs=epochs, precision=precision))
@@ -273,6 +298,7 @@ def tiny_run(prepared_root, tmp_path_factory) -> Path:
     from msd_triplet.config import load_config
     from msd_triplet.training import fit
 
-    config = load_config(write_run_config(prepared_root, tmp_path_factory.mktemp("tiny-run"), epochs=1,
-                                          name="tiny-run.yaml"))
+    config = load_config(
+        write_run_config(prepared_root, tmp_path_factory.mktemp("tiny-run"), epochs=1, name="tiny-run.yaml")
+    )
     return fit(config, verbose=0, say=lambda _: None).run_dir

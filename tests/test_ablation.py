@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_run_config
+
 from msd_triplet.config import load_config
 from msd_triplet.errors import ConfigError
 
@@ -52,8 +52,13 @@ def test_ablation_killed_after_a_cell_resumes_with_every_cell_once_and_reports(p
     from msd_triplet.uncertainty import paired_bootstrap_interval
 
     config_path = _ablation_config(prepared_root, tmp_path)
-    done = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_CELL, str(config_path)], capture_output=True,
-                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_FIRST_CELL, str(config_path)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=Path(__file__).parent,
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     assert "3 sources × 2 minings × 1 seed, 0 done, 6 to train" in done.stdout
     # the reference cell (the paper's rule) is trained first
@@ -67,14 +72,20 @@ def test_ablation_killed_after_a_cell_resumes_with_every_cell_once_and_reports(p
     results = pd.read_csv(folder / "results.csv")
     assert list(results.columns) == list(RESULT_COLUMNS)
     assert sorted(zip(results["source"], results["mining"])) == sorted(
-        (s, m) for s in ("lsi", "jaccard", "artist") for m in ("batch_hard", "semi_hard"))
+        (s, m) for s in ("lsi", "jaccard", "artist") for m in ("batch_hard", "semi_hard")
+    )
     # every cell's config differs from the reference only in source, mining, thresholds and name
     reference = _flat(load_config(folder / "cells" / "lsi-batch_hard" / "config.yaml").to_dict())
     for path in (folder / "cells").glob("*/config.yaml"):
         cell = _flat(load_config(path).to_dict())
         differ = {key for key in cell if cell[key] != reference[key]}
-        assert differ <= {"loss.relatedness", "loss.mining", "loss.positive_threshold", "loss.negative_threshold",
-                          "name"}, (path, differ)
+        assert differ <= {
+            "loss.relatedness",
+            "loss.mining",
+            "loss.positive_threshold",
+            "loss.negative_threshold",
+            "name",
+        }, (path, differ)
     # Jaccard thresholds come from the calibration; its shares are stored beside LSI's
     calibration = json.loads((folder / "calibration.json").read_text())["0"]
     assert set(calibration) == {"lsi", "jaccard", "artist"}
@@ -88,7 +99,8 @@ def test_ablation_killed_after_a_cell_resumes_with_every_cell_once_and_reports(p
     trained = runs.PerQuery.load(folder / "cells" / "artist-semi_hard" / "per_query.npz").models["trained"]["genre"]
     untrained = runs.PerQuery.load(folder / "untrained" / "seed0" / "per_query.npz").models["untrained"]["genre"]
     assert [row["diff_ci_low_genre"], row["diff_ci_high_genre"]] == list(
-        paired_bootstrap_interval(trained, untrained, seed=0))
+        paired_bootstrap_interval(trained, untrained, seed=0)
+    )
     # collapse signals from the run's log
     log = pd.read_csv(folder / "cells" / "artist-semi_hard" / "log.csv")
     assert row["spread_last"] == pytest.approx(log["embedding_spread"].iloc[-1])
@@ -98,8 +110,10 @@ def test_ablation_killed_after_a_cell_resumes_with_every_cell_once_and_reports(p
     assert "## Difference to lsi / batch_hard (the paper's rule), paired" in table
     assert "- **genre**: " in table
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["cells"]["jaccard-semi_hard"]["facets"]["genre"]["vs_reference"]["ci_low"] <= \
-        summary["cells"]["jaccard-semi_hard"]["facets"]["genre"]["vs_reference"]["difference"]
+    assert (
+        summary["cells"]["jaccard-semi_hard"]["facets"]["genre"]["vs_reference"]["ci_low"]
+        <= summary["cells"]["jaccard-semi_hard"]["facets"]["genre"]["vs_reference"]["difference"]
+    )
     assert (folder / "plots" / "ablation.png").stat().st_size > 10_000
     again = run_ablation(load_config(config_path), say=lines.append)
     assert again.trained_now == 0 and len(again.results) == 6
@@ -113,12 +127,24 @@ def test_reference_difference_is_the_paired_bootstrap_of_the_per_query_files(tmp
     rng = np.random.default_rng(0)
     facets = ("genre", "mood")
     a = {f: rng.random(50) for f in facets}
-    b = {f: a[f] - 0.2 + 0.01 * rng.standard_normal(50) for f in facets}   # clearly worse than a
-    c = {f: a[f] + 0.002 * rng.standard_normal(50) for f in facets}        # indistinguishable from a
+    b = {f: a[f] - 0.2 + 0.01 * rng.standard_normal(50) for f in facets}  # clearly worse than a
+    c = {f: a[f] + 0.002 * rng.standard_normal(50) for f in facets}  # indistinguishable from a
     cells = {("lsi", "batch_hard"): a, ("genre", "batch_all"): b, ("jaccard", "batch_hard"): c}
-    rows = pd.DataFrame([{"source": s, "mining": m, "seed": 0, **{x: 0.5 for x in
-                          ("spread_first", "spread_last", "spread_ratio", "active_last", "valid_last", "loss_last")},
-                          **{f"p_{f}": float(np.mean(v[f])) for f in facets}} for (s, m), v in cells.items()])
+    rows = pd.DataFrame(
+        [
+            {
+                "source": s,
+                "mining": m,
+                "seed": 0,
+                **{
+                    x: 0.5
+                    for x in ("spread_first", "spread_last", "spread_ratio", "active_last", "valid_last", "loss_last")
+                },
+                **{f"p_{f}": float(np.mean(v[f])) for f in facets},
+            }
+            for (s, m), v in cells.items()
+        ]
+    )
     config = Config()
     settings = BootstrapSettings(seed=3)
     pooled = _Pooled(cells, {f: np.zeros(50) for f in facets}, None, {c: [0] for c in cells})
@@ -135,16 +161,19 @@ def test_reference_difference_is_the_paired_bootstrap_of_the_per_query_files(tmp
     assert other in winner["not_separable"]
 
 
-@pytest.mark.parametrize("section, message", [
-    ("ablation:\n  sources: [lsi, tfidf]\n", "ablation.sources: unknown source 'tfidf'"),
-    ("ablation:\n  minings: [batch_hard, hardest]\n", "ablation.minings: unknown mining .hardest."),
-    ("ablation:\n  minings: [batch_hard+warmup0]\n", "ablation.minings: unknown mining .batch_hard.warmup0."),
-    ("ablation:\n  minings: [batch_hard+soft]\n", "each optionally with .warmupN"),
-    ("ablation:\n  minings: []\n", "ablation.minings: give at least one"),
-    ("ablation:\n  sources: [lsi, lsi]\n", "repeated entries"),
-    ("ablation:\n  reference: lsi\n", "ablation.reference: expected SOURCE:MINING"),
-    ("ablation:\n  seeds: [1, 1]\n", "ablation.seeds"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("ablation:\n  sources: [lsi, tfidf]\n", "ablation.sources: unknown source 'tfidf'"),
+        ("ablation:\n  minings: [batch_hard, hardest]\n", "ablation.minings: unknown mining .hardest."),
+        ("ablation:\n  minings: [batch_hard+warmup0]\n", "ablation.minings: unknown mining .batch_hard.warmup0."),
+        ("ablation:\n  minings: [batch_hard+soft]\n", "each optionally with .warmupN"),
+        ("ablation:\n  minings: []\n", "ablation.minings: give at least one"),
+        ("ablation:\n  sources: [lsi, lsi]\n", "repeated entries"),
+        ("ablation:\n  reference: lsi\n", "ablation.reference: expected SOURCE:MINING"),
+        ("ablation:\n  seeds: [1, 1]\n", "ablation.seeds"),
+    ],
+)
 def test_bad_ablation_sections_are_clear_errors(tmp_path, section, message):
     path = tmp_path / "bad.yaml"
     path.write_text(section)

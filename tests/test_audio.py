@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import BAD_AUDIO, GOOD_AUDIO, music_like
+
 from msd_triplet import audio
 from msd_triplet.config import FeatureConfig
 from msd_triplet.errors import AudioError
@@ -19,8 +19,11 @@ def librosa_log_mel(librosa, y: np.ndarray) -> np.ndarray:
 
 
 def test_filterbank_matches_librosa(librosa):
-    for sr, n_fft, n_mels, fmin, fmax in [(22_050, 2048, 80, 16.0, 11_000.0), (16_000, 1024, 40, 0.0, 8_000.0),
-                                          (44_100, 4096, 128, 30.0, 16_000.0)]:
+    for sr, n_fft, n_mels, fmin, fmax in [
+        (22_050, 2048, 80, 16.0, 11_000.0),
+        (16_000, 1024, 40, 0.0, 8_000.0),
+        (44_100, 4096, 128, 30.0, 16_000.0),
+    ]:
         ours = audio.mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
         ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
         assert ours.shape == ref.shape == (n_mels, n_fft // 2 + 1)
@@ -53,13 +56,17 @@ def test_log_mel_matches_librosa(librosa, precision):
     batch = np.stack(list(waves.values()))
     ours = audio.log_mel(batch, precision=precision).numpy()
     assert ours.shape == (len(waves), 80, 130) and ours.dtype == np.float32
-    errors = {name: float(np.abs(got - librosa_log_mel(librosa, y)).max()) for (name, y), got in zip(waves.items(), ours)}
+    errors = {
+        name: float(np.abs(got - librosa_log_mel(librosa, y)).max()) for (name, y), got in zip(waves.items(), ours)
+    }
     # the spec's bound against librosa on the same float32 waveform
     assert max(errors.values()) <= 1e-3 if precision == "float64" else 1.5e-3, errors
     if precision == "float64":
         # against librosa computing in float64 too: equal up to rounding the result to float32
-        exact = {name: float(np.abs(got - librosa_log_mel(librosa, y.astype(np.float64))).max())
-                 for (name, y), got in zip(waves.items(), ours)}
+        exact = {
+            name: float(np.abs(got - librosa_log_mel(librosa, y.astype(np.float64))).max())
+            for (name, y), got in zip(waves.items(), ours)
+        }
         assert max(exact.values()) <= 2e-6, exact
     else:
         # float32: far inside 1e-3 on music and noise; only full-scale pure tones come near it
@@ -76,8 +83,10 @@ def test_log_mel_other_parameters_and_ranks(librosa):
     y = music_like(3.0, 16_000, seed=1)[:, 0]
     kwargs = dict(sample_rate=16_000, n_fft=1024, hop_length=256, n_mels=40, fmin=0.0, fmax=8_000.0, log_floor=1e-5)
     ours = audio.log_mel(y, precision="float64", **kwargs).numpy()  # rank 1: no batch axis
-    ref = np.log(librosa.feature.melspectrogram(y=y, sr=16_000, n_fft=1024, hop_length=256, n_mels=40,
-                                                fmin=0.0, fmax=8_000.0) + 1e-5)
+    ref = np.log(
+        librosa.feature.melspectrogram(y=y, sr=16_000, n_fft=1024, hop_length=256, n_mels=40, fmin=0.0, fmax=8_000.0)
+        + 1e-5
+    )
     assert ours.shape == ref.shape == (40, 1 + len(y) // 256)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     stacked = audio.log_mel(np.stack([[y, y]]), precision="float64", **kwargs).numpy()  # rank 3
@@ -132,7 +141,7 @@ def test_short_audio_is_padded_only_on_request(audio_files):
     y = audio.read_segment(audio_files.bad["short_wav"], spec)
     assert y.shape == (132_300,)
     have = int(round((4.2 - 3.0) * SR))
-    assert np.abs(y[:have - 10]).max() > 0 and not np.any(y[have + 10:])
+    assert np.abs(y[: have - 10]).max() > 0 and not np.any(y[have + 10 :])
     with pytest.raises(AudioError, match="needs 11 s of audio, file has 4.20 s"):  # shorter than the offset
         audio.read_segment(audio_files.bad["short_wav"], audio.SegmentSpec(offset=5.0, pad_short=True))
 
@@ -159,10 +168,12 @@ def test_a_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
     os.mkfifo(tmp_path / "pipe.wav")  # opening it would block: it must never be opened
     (tmp_path / "zero.wav").symlink_to("/dev/zero")
     (tmp_path / "dangling.wav").symlink_to(tmp_path / "gone.wav")
-    cases = {"folder.mp3": ("not_a_file", "not a regular file but a directory"),
-             "pipe.wav": ("not_a_file", "not a regular file but a FIFO"),
-             "zero.wav": ("not_a_file", "a character device (a symbolic link to /dev/zero)"),
-             "dangling.wav": ("missing", f"broken symbolic link to {tmp_path / 'gone.wav'}")}
+    cases = {
+        "folder.mp3": ("not_a_file", "not a regular file but a directory"),
+        "pipe.wav": ("not_a_file", "not a regular file but a FIFO"),
+        "zero.wav": ("not_a_file", "a character device (a symbolic link to /dev/zero)"),
+        "dangling.wav": ("missing", f"broken symbolic link to {tmp_path / 'gone.wav'}"),
+    }
     for name, (kind, message) in cases.items():
         with pytest.raises(AudioError) as info:
             audio.read_segment(tmp_path / name)

@@ -30,7 +30,7 @@ def positive_coverage(order: np.ndarray, vectors, albums, batch_size: int, thres
     """Share of the tracks in full batches that have >= 1 positive (another album) in their batch."""
     covered, total = 0, 0
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        b = order[start:start + batch_size]
+        b = order[start : start + batch_size]
         positive = (relatedness_numpy(vectors[b], "cosine") >= threshold) & (albums[b][:, None] != albums[b][None, :])
         covered += int(positive.any(axis=1).sum())
         total += len(b)
@@ -59,8 +59,10 @@ def test_related_lists_cap_is_a_seeded_subset_independent_of_chunks():
     vectors, albums = clustered(300, clusters=4)
     full = batches.related_lists(vectors, "cosine", albums, 0.8, max_related=300)
     assert full.counts.max() > 10
-    capped = [batches.related_lists(vectors, "cosine", albums, 0.8, max_related=10, chunk_size=c, seed=5)
-              for c in (7, 64, 300)]
+    capped = [
+        batches.related_lists(vectors, "cosine", albums, 0.8, max_related=10, chunk_size=c, seed=5)
+        for c in (7, 64, 300)
+    ]
     for other in capped[1:]:
         np.testing.assert_array_equal(other.indptr, capped[0].indptr)
         np.testing.assert_array_equal(other.indices, capped[0].indices)
@@ -105,7 +107,7 @@ def test_groups_stay_in_one_batch():
         batch_of = np.empty(len(order), int)
         batch_of[order] = np.arange(len(order)) // 8
         for clique in range(20):
-            assert len(set(batch_of[clique * 4:clique * 4 + 4])) == 1
+            assert len(set(batch_of[clique * 4 : clique * 4 + 4])) == 1
         # the loners are spread: 20 fillers over 12.5 batches, never a batch of loners only
         loners = np.bincount(batch_of[80:], minlength=13)
         assert loners[:12].max() <= 4
@@ -146,8 +148,9 @@ def test_feature_dataset_follows_the_given_order_and_resumes():
         return np.random.default_rng([7, epoch]).permutation(n)
 
     def batches_of(**kwargs) -> list[list[int]]:
-        ds = features.feature_dataset(MemoryCache(200), rows, targets, batch_size=batch_size, order=order,
-                                      drop_remainder=True, **kwargs)
+        ds = features.feature_dataset(
+            MemoryCache(200), rows, targets, batch_size=batch_size, order=order, drop_remainder=True, **kwargs
+        )
         out = []
         for x, t in ds.as_numpy_iterator():
             np.testing.assert_array_equal(x[:, 0, 0, 0], rows[t // 10])  # features aligned with targets
@@ -155,7 +158,7 @@ def test_feature_dataset_follows_the_given_order_and_resumes():
         return out
 
     three = batches_of(epochs=3)
-    expected = [order(e)[k:k + batch_size].tolist() for e in range(3) for k in range(0, 20, batch_size)]
+    expected = [order(e)[k : k + batch_size].tolist() for e in range(3) for k in range(0, 20, batch_size)]
     assert three == expected
     assert batches_of(epochs=2, first_epoch=1) == three[4:]
     assert batches_of(epochs=3, seed=99) == three  # the order replaces the seeded shuffle

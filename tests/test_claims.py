@@ -37,12 +37,17 @@ def claims_of(cells, best_k, untrained=None, clusters=None):
 
 def test_claim_1_genres_help_only_genre():
     genres = arrays(genre=0.3)
-    holds = {("genres", 3): genres, ("moods", 5): arrays(),
-             ("genres-moods", 5): arrays(genre=0.2, style=-0.1, mood=-0.1, theme=-0.1, artist=-0.1, album=-0.1)}
+    holds = {
+        ("genres", 3): genres,
+        ("moods", 5): arrays(),
+        ("genres-moods", 5): arrays(genre=0.2, style=-0.1, mood=-0.1, theme=-0.1, artist=-0.1, album=-0.1),
+    }
     claim = claims_of(holds, {"genres": 3, "moods": 5, "genres-moods": 5})[1]
     assert claim.verdict == HOLDS
     assert [(c.a, c.b, c.facet, c.expect) for c in claim.comparisons][:2] == [
-        ("genres-moods (k 5)", "moods (k 5)", "genre", ">"), ("genres-moods (k 5)", "moods (k 5)", "style", "≯")]
+        ("genres-moods (k 5)", "moods (k 5)", "genre", ">"),
+        ("genres-moods (k 5)", "moods (k 5)", "style", "≯"),
+    ]
     assert len(claim.comparisons) == 6 + 2  # genres-moods − moods on six facets; moods and genres-moods vs genres
     assert claim.comparisons[0].difference == pytest.approx(0.2)
     # genres-moods also lifts the style facet over moods alone: the "only genre" part fails
@@ -71,19 +76,26 @@ def test_claim_2_moods_beat_styles_by_the_mean_over_facets():
     assert counted[0].difference == pytest.approx((5 * 0.05 - 0.15) / 6)
     moods, styles = (np.mean([cells[c][f] for f in FACETS], axis=0) for c in (("moods", 10), ("styles", 20)))
     assert (counted[0].low, counted[0].high) == SETTINGS.paired_interval(moods, styles)
-    assert claims_of({("moods", 10): arrays(all=-0.05), ("styles", 20): arrays()},
-                     {"moods": 10, "styles": 20})[2].verdict == FAILS
+    assert (
+        claims_of({("moods", 10): arrays(all=-0.05), ("styles", 20): arrays()}, {"moods": 10, "styles": 20})[2].verdict
+        == FAILS
+    )
     assert claims_of({("moods", 10): arrays()}, {"moods": 10})[2].verdict == "not tested (needs moods and styles)"
 
 
 def test_claim_3_every_moods_combination_beats_every_other():
-    cells = {("genres", 3): arrays(), ("moods", 5): arrays(all=0.05), ("styles-moods", 5): arrays(all=0.08),
-             ("styles", 5): arrays(all=0.01)}
+    cells = {
+        ("genres", 3): arrays(),
+        ("moods", 5): arrays(all=0.05),
+        ("styles-moods", 5): arrays(all=0.08),
+        ("styles", 5): arrays(all=0.01),
+    }
     best = {"genres": 3, "moods": 5, "styles": 5, "styles-moods": 5}
     claim = claims_of(cells, best)[3]
     assert claim.verdict == HOLDS and len(claim.comparisons) == 4
-    assert {(c.a, c.b) for c in claim.comparisons} == {(a, b) for a in ("moods (k 5)", "styles-moods (k 5)")
-                                                       for b in ("genres (k 3)", "styles (k 5)")}
+    assert {(c.a, c.b) for c in claim.comparisons} == {
+        (a, b) for a in ("moods (k 5)", "styles-moods (k 5)") for b in ("genres (k 3)", "styles (k 5)")
+    }
     cells["styles", 5] = arrays(all=0.06)  # styles now beats moods alone, not styles-moods
     claim = claims_of(cells, best)[3]
     assert claim.verdict == FAILS
@@ -107,22 +119,26 @@ def test_claim_4_more_topics_help_up_to_a_ceiling():
     claim = claims_of(two, {"moods": 10})[4]
     assert claim.verdict == NOT_SEPARABLE and "ceiling is not tested" in claim.notes[0]
     assert claims_of({("moods", 10): arrays()}, {"moods": 10})[4].verdict == (
-        "not tested (needs a combination evaluated at two or more k)")
+        "not tested (needs a combination evaluated at two or more k)"
+    )
 
 
 def test_claim_5_trained_beats_untrained_on_every_tag_facet():
-    cells = {("genres", 3): arrays(genre=0.1, style=0.1, mood=0.1, theme=0.1),
-             ("moods", 5): arrays(genre=0.1, style=0.1, mood=0.1, theme=0.1, album=-0.3)}
+    cells = {
+        ("genres", 3): arrays(genre=0.1, style=0.1, mood=0.1, theme=0.1),
+        ("moods", 5): arrays(genre=0.1, style=0.1, mood=0.1, theme=0.1, album=-0.3),
+    }
     claim = claims_of(cells, {"genres": 3, "moods": 5}, untrained=arrays())[5]
     assert claim.verdict == HOLDS and len(claim.comparisons) == 8  # two cells × four tag facets (album is no tag)
-    cells["moods", 5] = arrays(genre=0.1, style=0.1, mood=0.1)   # theme: no better than untrained
+    cells["moods", 5] = arrays(genre=0.1, style=0.1, mood=0.1)  # theme: no better than untrained
     claim = claims_of(cells, {"genres": 3, "moods": 5}, untrained=arrays())[5]
     assert claim.verdict == NOT_SEPARABLE
     assert [c.verdict for c in claim.comparisons].count(NOT_SEPARABLE) == 1
     cells["moods", 5] = arrays(theme=-0.1)
     assert claims_of(cells, {"genres": 3, "moods": 5}, untrained=arrays())[5].verdict == FAILS
     assert claims_of(cells, {"genres": 3, "moods": 5})[5].verdict == (
-        "not tested (needs the untrained model's per-query precisions)")
+        "not tested (needs the untrained model's per-query precisions)"
+    )
 
 
 def test_cluster_bootstrap_widens_the_comparisons():

@@ -84,8 +84,22 @@ def test_make_demo_data_rejects_a_negative_nuisance(runner, tmp_path):
 @pytest.mark.slow
 def test_make_demo_data_then_prepare(runner, tmp_path):
     out = tmp_path / "demo"
-    result = runner.invoke(main, ["make-demo-data", "--out", str(out), "--tracks", "120", "--seed", "5",
-                                  "--album-strength", "0.5", "--coupling", "0"])
+    result = runner.invoke(
+        main,
+        [
+            "make-demo-data",
+            "--out",
+            str(out),
+            "--tracks",
+            "120",
+            "--seed",
+            "5",
+            "--album-strength",
+            "0.5",
+            "--coupling",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"to {out}" in result.output
     world = json.loads((out / "demo_info.json").read_text())["world"]
@@ -126,8 +140,24 @@ def test_topics_command(runner, tiny_dataset, tmp_path):
     assert result.exit_code == 1 and "lsi.k: 340 topics for a" in result.output and "allowed 1..17" in result.output
     _no_traceback(result)
     out = tmp_path / "hist.png"
-    result = runner.invoke(main, ["topics", "--config", str(cfg), "--combination", "moods-genres", "--k", "4",
-                                  "--topics", "0,3", "--top", "2", "--out", str(out)])
+    result = runner.invoke(
+        main,
+        [
+            "topics",
+            "--config",
+            str(cfg),
+            "--combination",
+            "moods-genres",
+            "--k",
+            "4",
+            "--topics",
+            "0,3",
+            "--top",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "LSI of genres-moods: 4 topics" in result.output and "topic 3 (σ = " in result.output
     assert "topic 1 (" not in result.output and "[moods] " in result.output
@@ -172,8 +202,9 @@ def test_evaluate_prints_intervals_and_the_paired_difference(runner, tiny_run, t
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "95 % percentile bootstrap intervals (1,000 resamples of queries, seed 0)" in lines[0]
-    assert lines[1] == ("| facet | P@3 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] | "
-                        "chance | queries |")
+    assert lines[1] == (
+        "| facet | P@3 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] | chance | queries |"
+    )
     genre = next(line for line in lines if line.startswith("| genre |"))
     assert genre.count("[") == 3 and ("[+" in genre or "[-" in genre)
     assert f"and {tiny_run / 'per_query.npz'}" in lines[-1]
@@ -189,7 +220,7 @@ def test_demo_runs_every_stage_and_resumes(runner, tmp_path):
     cfg.write_text(f"""\
 seed: 3
 data:
-  root: {tmp_path / 'demo'}
+  root: {tmp_path / "demo"}
   split_proportions: [0.6, 0.2, 0.2]
 lsi:
   k: 8
@@ -201,15 +232,24 @@ loss:
 training:
   batch_size: 16
   epochs: 2
-  runs: {tmp_path / 'runs'}
+  runs: {tmp_path / "runs"}
 evaluation:
   k: 5
 """)
     result = runner.invoke(main, ["demo", "--config", str(cfg), "--tracks", "120", "--workers", "2"])
     _no_traceback(result)
     assert result.exit_code == 0, result.output
-    for stage in ("[1/5] writing", "[2/5] prepare", "[3/5] fit", "[4/5] evaluate", "[5/5] export", "| genre |",
-                  "untrained [95 % CI]", "trained − untrained [paired 95 % CI]", "percentile bootstrap intervals"):
+    for stage in (
+        "[1/5] writing",
+        "[2/5] prepare",
+        "[3/5] fit",
+        "[4/5] evaluate",
+        "[5/5] export",
+        "| genre |",
+        "untrained [95 % CI]",
+        "trained − untrained [paired 95 % CI]",
+        "percentile bootstrap intervals",
+    ):
         assert stage in result.output, stage
     run = tmp_path / "runs" / "experiment"
     assert (run / "metrics.json").is_file() and (run / "checkpoints" / "epoch-002.weights.h5").is_file()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_run_config
+
 from msd_triplet.cli import main
 
 LATIN1 = "seed: 1\n# caf\u00e9\n".encode("latin-1")
@@ -51,8 +51,9 @@ def a_file(tmp_path) -> Path:
 # --------------------------------------------------------------------------- 1. config files that are not UTF-8
 
 
-@pytest.mark.parametrize("command", [["prepare"], ["topics"], ["fit"], ["fit", "--dry-run"], ["demo"], ["grid"],
-                                     ["ablate"]])
+@pytest.mark.parametrize(
+    "command", [["prepare"], ["topics"], ["fit"], ["fit", "--dry-run"], ["demo"], ["grid"], ["ablate"]]
+)
 @pytest.mark.parametrize("data, where", [(LATIN1, "byte 13 (line 2, 0xe9)"), (BINARY, "byte 0 (line 1, 0x89)")])
 def test_a_config_that_is_not_utf8_is_one_error_line(runner, tmp_path, command, data, where):
     path = tmp_path / "exp.yaml"
@@ -90,14 +91,16 @@ def test_fit_into_a_run_folder_under_a_file(runner, prepared_root, tmp_path, a_f
 
 def test_prepare_into_a_folder_under_a_file(runner, tiny_dataset, tmp_path, a_file):
     config = tmp_path / "tiny.yaml"
-    config.write_text(f"data:\n  root: {tiny_dataset.root}\n  audio: audio/{{track_id}}.mp3\n"
-                      f"  prepared: {a_file / 'prepared'}\n")
+    config.write_text(
+        f"data:\n  root: {tiny_dataset.root}\n  audio: audio/{{track_id}}.mp3\n  prepared: {a_file / 'prepared'}\n"
+    )
     line = error_line(runner.invoke(main, ["prepare", "--config", str(config), "--no-features"]), 1)
     assert line.startswith(f"error: {a_file}") and "Not a directory" in line
 
 
-@pytest.mark.parametrize("command", [["export-savedmodel", "{run}", "--out", "{out}"],
-                                     ["projector", "{run}", "--out", "{out}"]])
+@pytest.mark.parametrize(
+    "command", [["export-savedmodel", "{run}", "--out", "{out}"], ["projector", "{run}", "--out", "{out}"]]
+)
 def test_run_outputs_into_a_folder_under_a_file(runner, tiny_run, a_file, command):
     args = [a.format(run=tiny_run, out=a_file / "out") for a in command]
     line = error_line(runner.invoke(main, args), 1)
@@ -125,24 +128,34 @@ def test_export_under_a_file_names_out_and_says_its_parent_is_not_a_folder(runne
 
 def test_embed_into_a_folder_under_a_file(runner, tiny_run, audio_files, a_file):
     audio = str(next(iter(audio_files.good.values())))
-    line = error_line(runner.invoke(main, ["embed", audio, "--model", str(tiny_run),
-                                           "--out", str(a_file / "out" / "x.npy")]), 1)
+    line = error_line(
+        runner.invoke(main, ["embed", audio, "--model", str(tiny_run), "--out", str(a_file / "out" / "x.npy")]), 1
+    )
     assert str(a_file) in line
 
 
 # --------------------------------------------------------------------------- 3. usage errors, help, Ctrl-C
 
 
-@pytest.mark.parametrize("args, message, command", [
-    (["fitt"], "No such command 'fitt'. Did you mean 'fit'?", ""),
-    (["fit", "--confg", "x.yaml"], "No such option '--confg'. Did you mean '--config'?", " fit"),
-    (["evaluate"], "Missing argument 'RUN_DIR'.", " evaluate"),
-    (["prepare"], "Missing option '--config'.", " prepare"),
-    (["evaluate", "run", "--split", "dev"],
-     "Invalid value for '--split': 'dev' is not one of 'train', 'validation', 'test'.", " evaluate"),
-    (["embed", "a.wav", "--model", ".", "--out", "x.csv", "--projector", "p"],
-     "Invalid value for --projector: x.csv: --projector needs the .npy output (--out X.npy)", " embed"),
-])
+@pytest.mark.parametrize(
+    "args, message, command",
+    [
+        (["fitt"], "No such command 'fitt'. Did you mean 'fit'?", ""),
+        (["fit", "--confg", "x.yaml"], "No such option '--confg'. Did you mean '--config'?", " fit"),
+        (["evaluate"], "Missing argument 'RUN_DIR'.", " evaluate"),
+        (["prepare"], "Missing option '--config'.", " prepare"),
+        (
+            ["evaluate", "run", "--split", "dev"],
+            "Invalid value for '--split': 'dev' is not one of 'train', 'validation', 'test'.",
+            " evaluate",
+        ),
+        (
+            ["embed", "a.wav", "--model", ".", "--out", "x.csv", "--projector", "p"],
+            "Invalid value for --projector: x.csv: --projector needs the .npy output (--out X.npy)",
+            " embed",
+        ),
+    ],
+)
 def test_a_usage_error_is_one_line_with_exit_code_2(runner, args, message, command):
     line = error_line(runner.invoke(main, args), 2)
     assert line == f"error: {message} (see msd-triplet{command} --help)"
@@ -199,9 +212,11 @@ def test_evaluating_validation_leaves_the_test_metrics_alone(runner, tiny_run):
     assert (tiny_run / "metrics-validation.md").read_text().startswith("P@3 on the validation split")
     queries = runs.PerQuery.load(tiny_run / "per_query-validation.npz")
     assert len(queries.track_ids) == metrics["tracks"] and list(queries.models) == ["trained"]
-    assert result.output.splitlines()[-1] == (f"wrote {tiny_run / 'metrics-validation.json'}, "
-                                              f"{tiny_run / 'metrics-validation.md'} and "
-                                              f"{tiny_run / 'per_query-validation.npz'}")
+    assert result.output.splitlines()[-1] == (
+        f"wrote {tiny_run / 'metrics-validation.json'}, "
+        f"{tiny_run / 'metrics-validation.md'} and "
+        f"{tiny_run / 'per_query-validation.npz'}"
+    )
 
 
 def test_split_file_names():
@@ -226,8 +241,14 @@ def _environment(**changes) -> dict:
 def test_a_tensorflow_command_prints_no_start_up_log(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text("model:\n  widths: [2, 2, 4, 4]\n  embedding_dim: 8\ntraining:\n  batch_size: 6\n")
-    done = subprocess.run([sys.executable, "-m", "msd_triplet.cli", "fit", "--config", str(config), "--dry-run"],
-                          capture_output=True, text=True, env=_environment(), cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "msd_triplet.cli", "fit", "--config", str(config), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "parameters" in done.stdout
     assert not [line for line in done.stderr.splitlines() if any(noise in line for noise in TF_NOISE)], done.stderr
@@ -235,22 +256,31 @@ def test_a_tensorflow_command_prints_no_start_up_log(tmp_path):
 
 def test_an_oserror_in_a_real_process_is_one_line_without_traceback(tmp_path):
     (tmp_path / "a-file").write_text("")
-    done = subprocess.run([sys.executable, "-m", "msd_triplet.cli", "make-demo-data", "--out",
-                           str(tmp_path / "a-file" / "demo")], capture_output=True, text=True,
-                          env=_environment(), cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "msd_triplet.cli", "make-demo-data", "--out", str(tmp_path / "a-file" / "demo")],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: {tmp_path / 'a-file' / 'demo'}: Not a directory"], done.stderr
+        f"error: {tmp_path / 'a-file' / 'demo'}: Not a directory"
+    ], done.stderr
 
 
 def test_importing_the_package_and_the_cli_changes_no_environment(tmp_path):
     # (the package's own Keras-registration hook is expected in sys.meta_path)
-    probe = ("import os, sys; before = dict(os.environ); "
-             "import msd_triplet, msd_triplet.cli, msd_triplet.config; "
-             "assert dict(os.environ) == before and 'TF_CPP_MIN_LOG_LEVEL' not in os.environ; "
-             "assert 'tensorflow' not in sys.modules; print('ok')")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_environment(),
-                          cwd=tmp_path, timeout=120)
+    probe = (
+        "import os, sys; before = dict(os.environ); "
+        "import msd_triplet, msd_triplet.cli, msd_triplet.config; "
+        "assert dict(os.environ) == before and 'TF_CPP_MIN_LOG_LEVEL' not in os.environ; "
+        "assert 'tensorflow' not in sys.modules; print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=_environment(), cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -273,12 +303,15 @@ def test_decoder_noise_written_by_c_code_is_filtered_and_the_rest_passes(tmp_pat
         "    os.write(2, b'[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: part2_3_length (1056) too "
         "large for available bit count (936)\\n')\n"
         "    os.write(2, b'kept line one\\n')\n"
-        "    os.write(2, b'Note: Illegal Audio-MPEG-Header 0x00000000 at offset 2796.\\nNote: Trying to resync...\\n')\n"
+        "    os.write(2, b'Note: Illegal Audio-MPEG-Header 0x00000000 at offset 2796.\\n'\n"
+        "             b'Note: Trying to resync...\\n')\n"
         "    os.write(2, b'\\rprogress 50%')\n"
         "    click.echo('kept line two', err=True)\n"
-        "main(['noisy'])\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_environment(),
-                          cwd=tmp_path, timeout=120)
+        "main(['noisy'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=_environment(), cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "kept line one" in done.stderr and "kept line two" in done.stderr and "progress 50%" in done.stderr
     for noise in ("libmpg123", "part2_3_length", "Illegal Audio-MPEG-Header", "resync"):

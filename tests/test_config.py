@@ -6,14 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from msd_triplet.config import (
-    PAPER_SPLIT_SIZES,
-    Config,
-    config_from_dict,
-    load_config,
-    save_config,
-    with_overrides,
-)
+from msd_triplet.config import PAPER_SPLIT_SIZES, Config, config_from_dict, load_config, save_config, with_overrides
 from msd_triplet.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +79,10 @@ def test_frozen():
         ("grid:\n  seeds: [-3]\n", ["grid.seeds: seeds must be >= 0"]),
         ("training:\n  warmup_epochs: -1\n", ["training.warmup_epochs: must be >= 0", "got -1"]),
         ("training:\n  batch_composition: related\n  group_size: 1\n", ["training.group_size", "got 1"]),
-        ("training:\n  batch_composition: related\n  batch_size: 8\n  group_size: 9\n",
-         ["training.group_size", "training.batch_size (8)", "got 9"]),
+        (
+            "training:\n  batch_composition: related\n  batch_size: 8\n  group_size: 9\n",
+            ["training.group_size", "training.batch_size (8)", "got 9"],
+        ),
         ("training:\n  batch_composition: pk\n", ["'training.batch_composition' must be one of", "'related'"]),
         ("loss:\n  relatedness: tfidf\n", ["'loss.relatedness' must be one of", "'jaccard'", "'tfidf'"]),
         ("loss:\n  soft_margin: yes please\n", ["'loss.soft_margin' must be true or false"]),
@@ -145,18 +140,24 @@ def test_data_paths_resolve_against_root(tmp_path):
 def test_uncertainty_defaults_and_values():
     cfg = Config()
     assert (cfg.evaluation.bootstrap_resamples, cfg.evaluation.confidence, cfg.evaluation.bootstrap_unit) == (
-        1000, 0.95, "query")
+        1000,
+        0.95,
+        "query",
+    )
     assert cfg.grid.seeds == ()
     cfg = config_from_dict({"evaluation": {"bootstrap_unit": "album", "confidence": 0.9}, "grid": {"seeds": [3, 1]}})
     assert cfg.evaluation.bootstrap_unit == "album" and cfg.evaluation.confidence == 0.9
     assert cfg.grid.seeds == (3, 1)
 
 
-@pytest.mark.parametrize("data, where", [
-    ("seed: 1\n# caf\u00e9 in Latin-1\n".encode("latin-1"), "byte 13 (line 2, 0xe9) is not UTF-8"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "byte 0 (line 1, 0x89) is not UTF-8"),
-    (b"seed: 1\n\x00\x01\x02binary", "character 8 (#x0000) is not allowed in YAML"),
-])
+@pytest.mark.parametrize(
+    "data, where",
+    [
+        ("seed: 1\n# caf\u00e9 in Latin-1\n".encode("latin-1"), "byte 13 (line 2, 0xe9) is not UTF-8"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "byte 0 (line 1, 0x89) is not UTF-8"),
+        (b"seed: 1\n\x00\x01\x02binary", "character 8 (#x0000) is not allowed in YAML"),
+    ],
+)
 def test_a_config_that_is_not_utf8_text_is_a_config_error(tmp_path, data, where):
     path = tmp_path / "exp.yaml"
     path.write_bytes(data)

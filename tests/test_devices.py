@@ -24,13 +24,16 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert devices.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
-@pytest.mark.parametrize("setting, gpus, bf16, expected", [
-    ("auto", 1, True, "mixed_float16"),
-    ("auto", 0, True, "mixed_bfloat16"),
-    ("auto", 0, False, "float32"),
-    ("float32", 2, True, "float32"),
-    ("mixed_bfloat16", 0, False, "mixed_bfloat16"),
-])
+@pytest.mark.parametrize(
+    "setting, gpus, bf16, expected",
+    [
+        ("auto", 1, True, "mixed_float16"),
+        ("auto", 0, True, "mixed_bfloat16"),
+        ("auto", 0, False, "float32"),
+        ("float32", 2, True, "float32"),
+        ("mixed_bfloat16", 0, False, "mixed_bfloat16"),
+    ],
+)
 def test_precision_auto_follows_the_machine(setting, gpus, bf16, expected):
     assert devices.resolve_precision(setting, gpus=gpus, bfloat16_cpu=bf16) == expected
 
@@ -54,8 +57,11 @@ def test_config_accepts_auto_or_a_boolean_and_names_the_choices(tmp_path):
         config = load_config(path)
         assert config.training.jit_compile == expected and config.training.precision == "mixed_bfloat16"
     path.write_text("training:\n  jit_compile: on_gpu\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml: 'training\.jit_compile' must be true or false or 'auto', "
-                                          r"got 'on_gpu'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"c\.yaml: 'training\.jit_compile' must be true or false or 'auto', "
+        r"got 'on_gpu'",
+    ):
         load_config(path)
     path.write_text("training:\n  precision: bfloat16\n")
     with pytest.raises(ConfigError, match="'training.precision' must be one of 'auto', 'float32'"):
@@ -112,8 +118,7 @@ def test_mixed_training_step_has_a_float32_loss_and_scales_float16(precision, sc
     lsi, albums = losses.unpack_targets(y)
     assert embeddings.dtype == np.float32
     value = float(model.loss(y, embeddings))
-    reference = float(losses.lsi_triplet_loss(embeddings, lsi, albums,
-                                              mining=config.loss.mining))
+    reference = float(losses.lsi_triplet_loss(embeddings, lsi, albums, mining=config.loss.mining))
     assert value == pytest.approx(reference, abs=1e-6)
 
 

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import BAD_AUDIO
+
 from msd_triplet.config import load_config
 from msd_triplet.errors import DataError, MsdTripletError
 
@@ -53,7 +53,9 @@ def test_embed_refuses_bad_sources_and_outputs(tiny_run, audio_files, tmp_path):
         embed_files([tmp_path], tiny_run, tmp_path / "e.npy")
     # a bad --out fails before anything is decoded (the model is not even loaded: no source needed)
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path / 'a_file' / 'sub'))}: cannot write the output there"):
+    with pytest.raises(
+        DataError, match=f"^{re.escape(str(tmp_path / 'a_file' / 'sub'))}: cannot write the output there"
+    ):
         embed_files([audio_files.good["wav_22k_mono"]], tmp_path / "no-model", tmp_path / "a_file" / "sub" / "e.npy")
     (tmp_path / "dir.npy").mkdir()
     with pytest.raises(DataError, match="is a folder"):
@@ -65,7 +67,9 @@ def test_embed_refuses_bad_sources_and_outputs(tiny_run, audio_files, tmp_path):
     (folder / "zero.wav").symlink_to("/dev/zero")
     out = tmp_path / "new" / "folder" / "e.npy"
     for paths, kinds in [([tmp_path / "mispelt.wav"], ["missing"]), ([folder], ["not_a_file"] * 3)]:
-        with pytest.raises(DataError, match=f"nothing embedded: .*; see {re.escape(str(out.with_suffix('')))}.skipped.csv$"):
+        with pytest.raises(
+            DataError, match=f"nothing embedded: .*; see {re.escape(str(out.with_suffix('')))}.skipped.csv$"
+        ):
             embed_files(paths, tiny_run, out)
         assert not out.exists()
         skipped = pd.read_csv(tmp_path / "new" / "folder" / "e.skipped.csv")

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from msd_triplet import evaluation, neighbours
+from msd_triplet.errors import ArgumentError, MsdTripletError
 from msd_triplet.evaluation import (
     Facet,
     chance_precision,
@@ -22,9 +23,8 @@ from msd_triplet.evaluation import (
     precision_at_k,
     split_rows,
 )
-from msd_triplet.errors import ArgumentError, MsdTripletError
-from msd_triplet.uncertainty import BootstrapSettings, bootstrap_interval
 from msd_triplet.prepare import PreparedData, TagMatrix
+from msd_triplet.uncertainty import BootstrapSettings, bootstrap_interval
 
 
 @pytest.fixture
@@ -73,10 +73,10 @@ def test_ties_go_to_the_lower_index(chunk_size, small_tiles):
 
 def test_hand_computed_line():
     x = np.array([[0.0], [1.0], [-1.0], [2.0], [-2.0]], np.float32)
-    np.testing.assert_array_equal(nearest_neighbours(x, 4), [[1, 2, 3, 4], [0, 3, 2, 4], [0, 4, 1, 3],
-                                                               [1, 0, 2, 4], [2, 0, 1, 3]])
-    np.testing.assert_array_equal(nearest_neighbours(np.zeros((4, 2)), 3), [[1, 2, 3], [0, 2, 3], [0, 1, 3],
-                                                                            [0, 1, 2]])
+    np.testing.assert_array_equal(
+        nearest_neighbours(x, 4), [[1, 2, 3, 4], [0, 3, 2, 4], [0, 4, 1, 3], [1, 0, 2, 4], [2, 0, 1, 3]]
+    )
+    np.testing.assert_array_equal(nearest_neighbours(np.zeros((4, 2)), 3), [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
 
 
 def test_float64_and_integer_input():
@@ -86,22 +86,25 @@ def test_float64_and_integer_input():
     assert nearest_neighbours(ints, 1)[:, 0].tolist() == [1, 0, 1, 2, 3, 4, 5, 6, 7, 8]
 
 
-@pytest.mark.parametrize("embeddings, k, kwargs, message", [
-    (np.zeros((5, 2)), 5, {}, r"k = 5: allowed is 1 <= k <= N - 1 = 4 \(N = 5 rows\)"),
-    (np.zeros((5, 2)), 0, {}, r"k = 0: allowed is 1 <= k <= N - 1 = 4"),
-    (np.zeros((5, 2)), 2.0, {}, r"k = 2.0: allowed is 1 <= k"),
-    (np.zeros((5, 2)), True, {}, r"k = True"),
-    (np.zeros((1, 2)), 1, {}, r"k = 1: allowed is 1 <= k <= N - 1 = 0"),
-    (np.zeros(5), 1, {}, r"expected a 2-D array \[tracks, dims\], got shape \(5,\)"),
-    (np.zeros((2, 2, 2)), 1, {}, r"got shape \(2, 2, 2\)"),
-    (np.array([["a", "b"], ["c", "d"]]), 1, {}, r"expected real numbers, got dtype <U1"),
-    (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), 1, {}, r"1 value\(s\) not finite.*row 0 column 1 = nan"),
-    (np.array([[0.0, 1.0], [np.inf, 2.0], [3.0, 4.0]]), 1, {}, r"row 1 column 0 = inf"),
-    (np.array([[0.0, 1.0], [1e39, 2.0], [3.0, 4.0]]), 1, {}, r"not finite \(in float32\)"),
-    (np.full((3, 2), 1e30), 1, {}, r"squared norms overflow float32"),
-    (np.zeros((5, 2)), 1, {"chunk_size": 0}, r"chunk_size = 0: allowed is a positive integer"),
-    (np.zeros((5, 2)), 1, {"threads": 0}, r"threads = 0: allowed is a positive integer"),
-])
+@pytest.mark.parametrize(
+    "embeddings, k, kwargs, message",
+    [
+        (np.zeros((5, 2)), 5, {}, r"k = 5: allowed is 1 <= k <= N - 1 = 4 \(N = 5 rows\)"),
+        (np.zeros((5, 2)), 0, {}, r"k = 0: allowed is 1 <= k <= N - 1 = 4"),
+        (np.zeros((5, 2)), 2.0, {}, r"k = 2.0: allowed is 1 <= k"),
+        (np.zeros((5, 2)), True, {}, r"k = True"),
+        (np.zeros((1, 2)), 1, {}, r"k = 1: allowed is 1 <= k <= N - 1 = 0"),
+        (np.zeros(5), 1, {}, r"expected a 2-D array \[tracks, dims\], got shape \(5,\)"),
+        (np.zeros((2, 2, 2)), 1, {}, r"got shape \(2, 2, 2\)"),
+        (np.array([["a", "b"], ["c", "d"]]), 1, {}, r"expected real numbers, got dtype <U1"),
+        (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), 1, {}, r"1 value\(s\) not finite.*row 0 column 1 = nan"),
+        (np.array([[0.0, 1.0], [np.inf, 2.0], [3.0, 4.0]]), 1, {}, r"row 1 column 0 = inf"),
+        (np.array([[0.0, 1.0], [1e39, 2.0], [3.0, 4.0]]), 1, {}, r"not finite \(in float32\)"),
+        (np.full((3, 2), 1e30), 1, {}, r"squared norms overflow float32"),
+        (np.zeros((5, 2)), 1, {"chunk_size": 0}, r"chunk_size = 0: allowed is a positive integer"),
+        (np.zeros((5, 2)), 1, {"threads": 0}, r"threads = 0: allowed is a positive integer"),
+    ],
+)
 def test_bad_input(embeddings, k, kwargs, message):
     with pytest.raises(ValueError, match=message):
         nearest_neighbours(embeddings, k, **kwargs)
@@ -124,9 +127,15 @@ def random_facets(rng, n):
     dense[:3] = False  # three tracks without tags
     ids = rng.choice(["a", "b", "c", "d", ""], size=n).astype(object)  # "" = no id
     ids[3] = None
-    return dense, ids, {"identical": Facet.from_tags("genre", sp.csr_matrix(dense)),
-                        "overlap": Facet.from_tags("genre", dense, match="overlap"),
-                        "id": Facet.from_ids("album", ids)}
+    return (
+        dense,
+        ids,
+        {
+            "identical": Facet.from_tags("genre", sp.csr_matrix(dense)),
+            "overlap": Facet.from_tags("genre", dense, match="overlap"),
+            "id": Facet.from_ids("album", ids),
+        },
+    )
 
 
 def relevant_by_loop(kind, dense, ids, i, j):
@@ -147,14 +156,17 @@ def test_precision_and_chance_match_loops(kind):
     ref = sklearn_neighbours(x, k)
     labelled = [i for i in range(n) if (dense[i].any() if kind != "id" else ids[i] not in ("", None))]
     assert facet.labelled.tolist() == [i in labelled for i in range(n)]
-    per_query = [np.mean([relevant_by_loop(kind, dense, ids, i, j) for j in ref[i]]) if i in labelled else np.nan
-                 for i in range(n)]
+    per_query = [
+        np.mean([relevant_by_loop(kind, dense, ids, i, j) for j in ref[i]]) if i in labelled else np.nan
+        for i in range(n)
+    ]
     ours = per_query_precision(nearest_neighbours(x, k), facet)
     assert ours.dtype == np.float64 and ours.shape == (n,)
     np.testing.assert_allclose(ours, per_query, rtol=0, atol=1e-12)  # NaN where per_query is NaN
     assert precision_at_k(nearest_neighbours(x, k), facet) == pytest.approx(np.nanmean(per_query), abs=1e-12)
-    chance = np.mean([sum(relevant_by_loop(kind, dense, ids, i, j) for j in range(n) if j != i) / (n - 1)
-                      for i in labelled])
+    chance = np.mean(
+        [sum(relevant_by_loop(kind, dense, ids, i, j) for j in range(n) if j != i) / (n - 1) for i in labelled]
+    )
     assert chance_precision(facet) == pytest.approx(chance, abs=1e-12)
     assert 0 < chance < 1
 
@@ -178,11 +190,20 @@ def test_hand_computed_facets():
     assert identical.groups.tolist() == [0, 0, 1, 2, -1]
     overlap = Facet.from_tags("mood", tags, match="overlap")
     neighbours = np.array([[1, 2], [2, 3], [0, 1], [4, 0], [0, 1]])
-    assert identical.relevant(np.arange(5), neighbours).tolist() == [[True, False], [False, False],
-                                                                     [False, False], [False, False],
-                                                                     [False, False]]
-    assert overlap.relevant(np.arange(5), neighbours).tolist() == [[True, True], [True, False], [True, True],
-                                                                   [False, False], [False, False]]
+    assert identical.relevant(np.arange(5), neighbours).tolist() == [
+        [True, False],
+        [False, False],
+        [False, False],
+        [False, False],
+        [False, False],
+    ]
+    assert overlap.relevant(np.arange(5), neighbours).tolist() == [
+        [True, True],
+        [True, False],
+        [True, True],
+        [False, False],
+        [False, False],
+    ]
     assert per_query_precision(neighbours, identical).tolist()[:4] == [0.5, 0.0, 0.0, 0.0]
     assert np.isnan(per_query_precision(neighbours, identical)[4])
     assert precision_at_k(neighbours, identical) == pytest.approx(0.5 / 4)
@@ -214,16 +235,22 @@ def test_many_tags_use_several_bit_words():
 
 
 def tiny_prepared() -> PreparedData:
-    tracks = pd.DataFrame({"track_id": [f"T{i}" for i in range(6)],
-                           "artist_id": ["A", "A", "B", "B", "C", "C"],
-                           "album_id": ["A/x", "A/y", "B/x", "B/x", "C/z", "C/z"],
-                           "split": ["train", "test", "test", "validation", "test", "test"],
-                           "audio_path": [f"{i}.mp3" for i in range(6)]})
+    tracks = pd.DataFrame(
+        {
+            "track_id": [f"T{i}" for i in range(6)],
+            "artist_id": ["A", "A", "B", "B", "C", "C"],
+            "album_id": ["A/x", "A/y", "B/x", "B/x", "C/z", "C/z"],
+            "split": ["train", "test", "test", "validation", "test", "test"],
+            "audio_path": [f"{i}.mp3" for i in range(6)],
+        }
+    )
     genres = np.array([[1, 0], [1, 0], [1, 1], [0, 1], [1, 1], [1, 0]], np.float32)
     moods = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0]], np.float32)
     ids = tracks["track_id"].to_numpy(str)
-    matrices = {"genres": TagMatrix("genres", ids, ("g0", "g1"), sp.csr_matrix(genres)),
-                "moods": TagMatrix("moods", ids, ("m0", "m1", "m2"), sp.csr_matrix(moods))}
+    matrices = {
+        "genres": TagMatrix("genres", ids, ("g0", "g1"), sp.csr_matrix(genres)),
+        "moods": TagMatrix("moods", ids, ("m0", "m1", "m2"), sp.csr_matrix(moods)),
+    }
     return PreparedData(tracks, matrices, {}, {})
 
 
@@ -234,23 +261,42 @@ def test_facets_from_prepared():
     facets = facets_from_prepared(prepared, rows)
     assert list(facets) == ["genre", "mood", "artist", "album"]  # no styles, no themes prepared
     same = {name: [[a == b for b in f.groups] for a in f.groups] for name, f in facets.items()}
-    assert same["genre"] == [[True, False, False, True], [False, True, True, False],
-                             [False, True, True, False], [True, False, False, True]]
-    assert same["mood"] == [[True, False, True, False], [False, True, False, False],
-                            [True, False, True, False], [False, False, False, True]]
-    assert same["artist"] == [[True, False, False, False], [False, True, False, False],
-                              [False, False, True, True], [False, False, True, True]]
+    assert same["genre"] == [
+        [True, False, False, True],
+        [False, True, True, False],
+        [False, True, True, False],
+        [True, False, False, True],
+    ]
+    assert same["mood"] == [
+        [True, False, True, False],
+        [False, True, False, False],
+        [True, False, True, False],
+        [False, False, False, True],
+    ]
+    assert same["artist"] == [
+        [True, False, False, False],
+        [False, True, False, False],
+        [False, False, True, True],
+        [False, False, True, True],
+    ]
     assert same["album"] == same["artist"]
     overlap = facets_from_prepared(prepared, rows[::-1], match="overlap")
-    assert overlap["mood"].tags.toarray().tolist() == [[True, False, False], [False, True, False],
-                                                       [False, True, True], [False, True, False]]
+    assert overlap["mood"].tags.toarray().tolist() == [
+        [True, False, False],
+        [False, True, False],
+        [False, True, True],
+        [False, True, False],
+    ]
     assert overlap["artist"].groups is not None
     with pytest.raises(ValueError, match="facet match 'any'"):
         facets_from_prepared(prepared, rows, match="any")
     with pytest.raises(ValueError, match=r"integer positions in 0..5"):
         facets_from_prepared(prepared, [1, 6])
-    with pytest.raises(ValueError, match=r"split 'dev': no track has it; the prepared data has "
-                                         r"\['test', 'train', 'validation'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"split 'dev': no track has it; the prepared data has "
+        r"\['test', 'train', 'validation'\]",
+    ):
         split_rows(prepared, "dev")
 
 
@@ -259,8 +305,14 @@ def test_evaluate_and_format():
     rows = np.arange(6)
     x = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.2]], np.float32)
     results = evaluate_embeddings(x, facets_from_prepared(prepared, rows), k=1)
-    assert results["artist"] == {"precision": 1.0, "ci_low": 1.0, "ci_high": 1.0, "chance": pytest.approx(0.2),
-                                 "queries": 6, "k": 1}
+    assert results["artist"] == {
+        "precision": 1.0,
+        "ci_low": 1.0,
+        "ci_high": 1.0,
+        "chance": pytest.approx(0.2),
+        "queries": 6,
+        "k": 1,
+    }
     assert results["genre"]["precision"] == pytest.approx(2 / 6)  # only 0 and 1 share a genre set
     # the interval is the bootstrap of the per-query precisions [1, 1, 0, 0, 0, 0] with seed 0
     assert (results["genre"]["ci_low"], results["genre"]["ci_high"]) == bootstrap_interval([1, 1, 0, 0, 0, 0], seed=0)
@@ -270,12 +322,15 @@ def test_evaluate_and_format():
     difference = {name: {"difference": -0.1, "ci_low": -0.3, "ci_high": 0.1} for name in results}
     difference["genre"] = {"difference": 0.2, "ci_low": 0.05, "ci_high": 0.35}
     table = format_results(results, untrained=untrained, difference=difference).splitlines()
-    assert table[0] == ("| facet | P@1 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] | "
-                        "chance | queries |")
+    assert table[0] == (
+        "| facet | P@1 [95 % CI] | untrained [95 % CI] | trained − untrained [paired 95 % CI] | chance | queries |"
+    )
     assert table[1] == "|---|---|---|---|---|---|"
     genre = results["genre"]
-    assert table[2] == (f"| genre | 0.3333 [{genre['ci_low']:.4f}, {genre['ci_high']:.4f}] | 0.5000 [0.2500, 0.7500] | "
-                        "+0.2000 [+0.0500, +0.3500] * | 0.2667 | 6 |")
+    assert table[2] == (
+        f"| genre | 0.3333 [{genre['ci_low']:.4f}, {genre['ci_high']:.4f}] | 0.5000 [0.2500, 0.7500] | "
+        "+0.2000 [+0.0500, +0.3500] * | 0.2667 | 6 |"
+    )
     assert table[3].startswith("| mood |") and " | -0.1000 [-0.3000, +0.1000] | " in table[3]  # not marked
     assert table[-1] == "Marked *: the paired 95 % interval of trained − untrained excludes 0."
     assert len(table) == 2 + len(results) + 2
@@ -290,8 +345,11 @@ def test_non_finite_embeddings_say_the_checkpoint_may_have_diverged(bad):
     prepared = tiny_prepared()
     x = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.2]], np.float32)
     x[[1, 4]] = bad
-    with pytest.raises(ArgumentError, match=r"embeddings: 2 of 6 rows hold NaN or infinite values \(e.g. row 1\); "
-                                            "the checkpoint may have diverged") as info:
+    with pytest.raises(
+        ArgumentError,
+        match=r"embeddings: 2 of 6 rows hold NaN or infinite values \(e.g. row 1\); "
+        "the checkpoint may have diverged",
+    ) as info:
         evaluate_embeddings(x, facets_from_prepared(prepared, np.arange(6)), k=1)
     assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
 
@@ -299,10 +357,12 @@ def test_non_finite_embeddings_say_the_checkpoint_may_have_diverged(bad):
 def test_argument_errors_are_package_errors():
     # each reaches the command line as one "error:" line; callers catching ValueError still catch them
     prepared = tiny_prepared()
-    for call, match in [(lambda: nearest_neighbours(np.zeros((5, 2)), 5), r"k = 5: allowed is 1 <= k <= N - 1 = 4"),
-                        (lambda: nearest_neighbours(np.array([[np.nan], [0.0]]), 1), "not finite"),
-                        (lambda: split_rows(prepared, "dev"), "split 'dev': no track has it"),
-                        (lambda: Facet.from_tags("mood", np.eye(3), match="same"), "facet match 'same'")]:
+    for call, match in [
+        (lambda: nearest_neighbours(np.zeros((5, 2)), 5), r"k = 5: allowed is 1 <= k <= N - 1 = 4"),
+        (lambda: nearest_neighbours(np.array([[np.nan], [0.0]]), 1), "not finite"),
+        (lambda: split_rows(prepared, "dev"), "split 'dev': no track has it"),
+        (lambda: Facet.from_tags("mood", np.eye(3), match="same"), "facet match 'same'"),
+    ]:
         with pytest.raises(ArgumentError, match=match) as info:
             call()
         assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
@@ -314,11 +374,13 @@ def test_evaluate_returns_per_query_and_uses_clusters():
     x = np.array([[0.0], [0.1], [1.0], [1.1], [5.0], [5.2]], np.float32)
     settings = BootstrapSettings(n_resamples=300, level=0.9, seed=3, unit="album")
     clusters = settings.clusters(prepared.tracks["artist_id"], prepared.tracks["album_id"])
-    results, per_query = evaluate_embeddings(x, facets, k=2, bootstrap=settings, clusters=clusters,
-                                             return_per_query=True)
+    results, per_query = evaluate_embeddings(
+        x, facets, k=2, bootstrap=settings, clusters=clusters, return_per_query=True
+    )
     assert list(per_query) == list(results) == list(facets)
     for name, values in per_query.items():
         np.testing.assert_array_equal(values, per_query_precision(nearest_neighbours(x, 2), facets[name]))
         assert results[name]["precision"] == pytest.approx(np.nanmean(values), abs=1e-15)
         assert (results[name]["ci_low"], results[name]["ci_high"]) == bootstrap_interval(
-            values, n_resamples=300, level=0.9, seed=3, clusters=clusters)
+            values, n_resamples=300, level=0.9, seed=3, clusters=clusters
+        )

@@ -41,8 +41,8 @@ def exported(trained_run, tmp_path_factory) -> Path:
 def _test_tracks(run: Path, n: int = 3):
     """(cache, rows, audio paths) of ``n`` test tracks of the run."""
     from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.runs import run_config
     from msd_triplet.prepare import load_prepared
+    from msd_triplet.runs import run_config
 
     config = run_config(run)
     tracks = load_prepared(config).tracks
@@ -100,8 +100,13 @@ def _serve_in_fresh_process(run: Path, exported: Path, work: Path):
     waveform = np.stack([read_segment(p, SegmentSpec.from_config(run_config(run).features)) for p in paths])
     np.save(work / "log_mel.npy", log_mel)
     np.save(work / "waveform.npy", waveform)
-    done = subprocess.run([sys.executable, "-I", "-c", SERVE, str(exported), str(work)], cwd=work,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", SERVE, str(exported), str(work)],
+        cwd=work,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return cache, rows, log_mel, waveform, json.loads((work / "signatures.json").read_text())
 
@@ -117,8 +122,11 @@ def test_saved_model_serves_both_signatures_in_plain_tensorflow(trained_run, exp
     assert log_mel.shape == (3, 80, 130, 1) and waveform.shape == (3, 132_300)
     embedding = {"embedding": [[None, DIM], "float32"]}
     by_log_mel = {"inputs": {"log_mel": [[None, 80, 130, 1], "float32"]}, "outputs": embedding}
-    assert signatures == {"serving_default": by_log_mel, "log_mel": by_log_mel,
-                          "waveform": {"inputs": {"waveform": [[None, 132_300], "float32"]}, "outputs": embedding}}
+    assert signatures == {
+        "serving_default": by_log_mel,
+        "log_mel": by_log_mel,
+        "waveform": {"inputs": {"waveform": [[None, 132_300], "float32"]}, "outputs": embedding},
+    }
     model = load_run_model(trained_run)
     # the evaluation's embeddings of these tracks, from the feature cache
     expected = embed_rows(model, cache, rows)
@@ -150,8 +158,9 @@ def test_bfloat16_model_reloads_and_serves_float32_within_its_bound(prepared_roo
     from msd_triplet.layers import LogMel
     from msd_triplet.training import embed_rows, fit, load_run_model, model_compute
 
-    config = load_config(write_run_config(prepared_root, tmp_path / "runs", epochs=1, name="bf16.yaml",
-                                          precision="mixed_bfloat16"))
+    config = load_config(
+        write_run_config(prepared_root, tmp_path / "runs", epochs=1, name="bf16.yaml", precision="mixed_bfloat16")
+    )
     run = fit(config, verbose=0, say=lambda _: None).run_dir
     assert json.loads((run / "run.json").read_text())["compute"]["precision"] == "mixed_bfloat16"
     model = load_run_model(run)
@@ -184,15 +193,31 @@ def test_export_folder_holds_readme_config_and_nothing_else(trained_run, exporte
 
     config = run_config(trained_run)
     assert sorted(p.name for p in exported.iterdir()) == [
-        "README.txt", "assets", "fingerprint.pb", "msd_triplet_config.yaml", "saved_model.pb", "variables"]
+        "README.txt",
+        "assets",
+        "fingerprint.pb",
+        "msd_triplet_config.yaml",
+        "saved_model.pb",
+        "variables",
+    ]
     assert [p.name for p in exported.parent.iterdir()] == ["model"]  # no temporary folder left beside it
     assert load_config(exported / "msd_triplet_config.yaml") == config
     readme = (exported / "README.txt").read_text()
-    for text in ("serving_default = log_mel", "log_mel    float32 [batch, 80, 130, 1]",
-                 "waveform   float32 [batch, 132300]", f"embedding  float32 [batch, {DIM}]", "L2-normalised",
-                 str(trained_run.resolve()), f'config "{config.name}"', "checkpoints/best.keras",
-                 "22050 Hz", "6 s from offset 3 s", "n_fft 2048, hop 1024", "80 bands, fmin 16 Hz, fmax 11000 Hz",
-                 "(mel power + 1e-06)"):
+    for text in (
+        "serving_default = log_mel",
+        "log_mel    float32 [batch, 80, 130, 1]",
+        "waveform   float32 [batch, 132300]",
+        f"embedding  float32 [batch, {DIM}]",
+        "L2-normalised",
+        str(trained_run.resolve()),
+        f'config "{config.name}"',
+        "checkpoints/best.keras",
+        "22050 Hz",
+        "6 s from offset 3 s",
+        "n_fft 2048, hop 1024",
+        "80 bands, fmin 16 Hz, fmax 11000 Hz",
+        "(mel power + 1e-06)",
+    ):
         assert text in readme, text
     # the four lines that load it in plain TensorFlow work as printed
     lines = readme.split("Load it in plain TensorFlow:\n", 1)[1].splitlines()[:4]
@@ -259,8 +284,9 @@ def test_keras_checkpoint_round_trips_with_and_without_compile(trained_run, tmp_
     expected = np.asarray(compiled.predict_on_batch(x))
     np.testing.assert_array_equal(np.asarray(plain.predict_on_batch(x)), expected)
     compiled.save(tmp_path / "again.keras")  # and once more, through a fresh object graph
-    np.testing.assert_array_equal(np.asarray(keras.models.load_model(tmp_path / "again.keras").predict_on_batch(x)),
-                                  expected)
+    np.testing.assert_array_equal(
+        np.asarray(keras.models.load_model(tmp_path / "again.keras").predict_on_batch(x)), expected
+    )
 
 
 def test_load_embedding_model_cuts_normalised_or_raw_and_freezes(trained_run, exported, tmp_path):
@@ -316,8 +342,9 @@ def test_load_embedding_model_normalises_a_model_trained_without_l2(tmp_path):
     x = np.random.default_rng(2).standard_normal((3, 80, 130, 1)).astype(np.float32)
     unit = load_embedding_model(tmp_path / "raw.keras")
     expected = np.asarray(model.predict_on_batch(x))
-    np.testing.assert_allclose(unit.predict_on_batch(x), expected / np.linalg.norm(expected, axis=1, keepdims=True),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        unit.predict_on_batch(x), expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=0, atol=1e-5
+    )
 
 
 LOAD_AFTER_IMPORT = textwrap.dedent("""
@@ -331,6 +358,11 @@ LOAD_AFTER_IMPORT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_import_msd_triplet_is_enough_to_load_a_checkpoint(trained_run, tmp_path):
-    done = subprocess.run([sys.executable, "-c", LOAD_AFTER_IMPORT, str(trained_run / "checkpoints" / "best.keras")],
-                          cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AFTER_IMPORT, str(trained_run / "checkpoints" / "best.keras")],
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import BAD_AUDIO, GOOD_AUDIO, tid
+
 from msd_triplet import audio, features
 from msd_triplet.config import Config, DataConfig, FeatureConfig
 from msd_triplet.errors import ArgumentError, DataError, MsdTripletError
@@ -231,16 +231,21 @@ def test_argument_errors_are_package_errors(tmp_path):
     # one error line at the command line, and still a ValueError for callers that catch that
     from msd_triplet.featurecache import open_or_create
 
-    for call, match in [(lambda: features.parse_shard("4/4"), r"shard '4/4': need 0 <= i < n"),
-                        (lambda: open_or_create(tmp_path, ["TR1", "TR2", "TR1"], ["a", "b", "c"], FeatureConfig(),
-                                                None), "track_ids: 1 repeated among 3"),
-                        (lambda: extract_features(["TR1"], [], FeatureConfig(), tmp_path), "1 track ids but 0 audio")]:
+    for call, match in [
+        (lambda: features.parse_shard("4/4"), r"shard '4/4': need 0 <= i < n"),
+        (
+            lambda: open_or_create(tmp_path, ["TR1", "TR2", "TR1"], ["a", "b", "c"], FeatureConfig(), None),
+            "track_ids: 1 repeated among 3",
+        ),
+        (lambda: extract_features(["TR1"], [], FeatureConfig(), tmp_path), "1 track ids but 0 audio"),
+    ]:
         with pytest.raises(ArgumentError, match=match) as info:
             call()
         assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)
 
 
 # --------------------------------------------------------------------------- readers
+
 
 def _batches(dataset) -> list:
     return list(dataset.as_numpy_iterator())
@@ -270,7 +275,7 @@ def test_feature_dataset_shuffles_per_epoch_reproducibly(full_cache):
     three = order(make(seed=11, epochs=3))
     per_epoch = len(rows) // 5
     assert len(three) == 3 * per_epoch
-    assert three[:per_epoch] != three[per_epoch:2 * per_epoch]  # a new order every epoch
+    assert three[:per_epoch] != three[per_epoch : 2 * per_epoch]  # a new order every epoch
     assert three == order(make(seed=11, epochs=3))  # same seed, same batches
     assert three != order(make(seed=12, epochs=3))
     assert three[per_epoch:] == order(make(seed=11, epochs=2, first_epoch=1))  # a resumed run sees the same
@@ -289,6 +294,7 @@ def test_feature_dataset_without_targets_and_bad_targets(full_cache):
 
 
 # --------------------------------------------------------------------------- prepare
+
 
 def test_prepare_extracts_features_and_drops_unreadable_audio(tiny_dataset, audio_files):
     from msd_triplet.prepare import prepare_dataset

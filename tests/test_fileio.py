@@ -32,8 +32,9 @@ def modes(folder: Path) -> dict[str, int]:
     return {".": mode(folder), **{str(p.relative_to(folder)): mode(p) for p in folder.rglob("*")}}
 
 
-@pytest.mark.parametrize(("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)],
-                         ids=["umask022", "umask077"])
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)], ids=["umask022", "umask077"]
+)
 def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, mask, file_mode, folder_mode):
     with umask(mask):
         atomic_write_text(tmp_path / "a.txt", "text")
@@ -45,7 +46,12 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, mask, file_mode, f
         plain = tmp_path / "plain.txt"
         plain.write_text("reference")
     assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
-        "a.txt": file_mode, "b.json": file_mode, "c.npz": file_mode, folder.name: folder_mode, "plain.txt": file_mode}
+        "a.txt": file_mode,
+        "b.json": file_mode,
+        "c.npz": file_mode,
+        folder.name: folder_mode,
+        "plain.txt": file_mode,
+    }
     assert mode(plain) == file_mode  # the reference: what open() gives under this umask
     assert folder.name.startswith(".export.")
 
@@ -63,8 +69,9 @@ def test_feature_cache_files_are_world_readable_under_umask_022(tmp_path):
     from msd_triplet.featurecache import open_or_create
 
     with umask(0o022):
-        cache = open_or_create(tmp_path / "cache", ["T1", "T2", "T3"], ["a.wav", "b.wav", "c.wav"],
-                               FeatureConfig(), None)
+        cache = open_or_create(
+            tmp_path / "cache", ["T1", "T2", "T3"], ["a.wav", "b.wav", "c.wav"], FeatureConfig(), None
+        )
         shard = cache.shards[0]
         shard.save_status(np.array([1, 0, 0], np.int8), {})  # a rewrite, as extraction does
     found = modes(cache.directory)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import write_run_config
+
 from msd_triplet.config import load_config
 from msd_triplet.errors import ConfigError
 
@@ -58,8 +58,13 @@ def test_grid_with_two_seeds_killed_after_a_cell_resumes_and_has_every_cell_once
     from msd_triplet.uncertainty import paired_bootstrap_interval
 
     config_path = _grid_config(prepared_root, tmp_path, SEEDS)
-    done = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_CELL, str(config_path)], capture_output=True,
-                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_FIRST_CELL, str(config_path)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=Path(__file__).parent,
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     # genres has 5 tags and moods 4: k = 9 fits neither (at most 4 and 3 topics) -> skipped
     assert "skipping 2 cells" in done.stdout and "4 cells × 2 seeds, 0 done, 8 to train" in done.stdout
@@ -77,12 +82,14 @@ def test_grid_with_two_seeds_killed_after_a_cell_resumes_and_has_every_cell_once
     assert list(results.columns) == list(RESULT_COLUMNS)
     cells = list(zip(results["combination"], results["k"], results["seed"]))
     assert sorted(cells) == sorted((c, k, s) for c in ("genres", "moods") for k in (2, 3) for s in (0, 1))
-    assert results[[c for c in results.columns if c.split("_")[0] in ("p", "ci", "untrained", "diff")]
-                   ].notna().all().all()
+    assert (
+        results[[c for c in results.columns if c.split("_")[0] in ("p", "ci", "untrained", "diff")]].notna().all().all()
+    )
     assert (results["ci_low_genre"] <= results["p_genre"]).all()
     assert (results["p_genre"] <= results["ci_high_genre"]).all()
     assert sorted(p.name for p in (folder / "cells").iterdir()) == sorted(
-        f"{c}-k{k}-seed{s}" for c in ("genres", "moods") for k in (2, 3) for s in (0, 1))
+        f"{c}-k{k}-seed{s}" for c in ("genres", "moods") for k in (2, 3) for s in (0, 1)
+    )
     # the untrained figures and the paired difference of a row come from the seed's untrained folder
     row = results[(results["combination"] == "moods") & (results["k"] == 3) & (results["seed"] == 1)].iloc[0]
     baseline = json.loads((untrained[1] / "metrics.json").read_text())
@@ -90,7 +97,8 @@ def test_grid_with_two_seeds_killed_after_a_cell_resumes_and_has_every_cell_once
     trained = runs.PerQuery.load(folder / "cells" / "moods-k3-seed1" / "per_query.npz").models["trained"]["mood"]
     reference = runs.PerQuery.load(untrained[1] / "per_query.npz").models["untrained"]["mood"]
     assert [row["diff_ci_low_mood"], row["diff_ci_high_mood"]] == list(
-        paired_bootstrap_interval(trained, reference, seed=1))
+        paired_bootstrap_interval(trained, reference, seed=1)
+    )
     # reports: mean ± sd over the two seeds with intervals, the untrained row, the claims
     table = (folder / "table2.md").read_text()
     assert "| genres | " in table and " ± " in table and "| untrained model | |" in table
@@ -112,13 +120,25 @@ def test_grid_command_with_one_seed_keeps_folder_names_and_prints_the_reports(pr
 
     calls = []
     for name in ("table2", "plot_curves", "compare"):
+
         def counted(*args, _real=getattr(gridreport, name), _name=name, **kwargs):
             calls.append(_name)
             return _real(*args, **kwargs)
+
         monkeypatch.setattr(gridreport, name, counted)
     paper = Path(__file__).resolve().parents[1] / "experiments" / "paper_table2.csv"
-    result = CliRunner().invoke(main, ["grid", "--config", str(_grid_config(prepared_root, tmp_path)),
-                                       "--only", "moods-genres:3", "--compare", str(paper)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "grid",
+            "--config",
+            str(_grid_config(prepared_root, tmp_path)),
+            "--only",
+            "moods-genres:3",
+            "--compare",
+            str(paper),
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "experiment"
     assert [p.name for p in (folder / "cells").iterdir()] == ["genres-moods-k3"]

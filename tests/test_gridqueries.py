@@ -31,9 +31,11 @@ def write(folder, model: str, seed: int, track_ids=IDS):
 
 @pytest.fixture
 def grid(tmp_path):
-    cells = {("genres", 3, 0): write(tmp_path / "g3s0", "trained", 1),
-             ("genres", 3, 1): write(tmp_path / "g3s1", "trained", 2),
-             ("moods", 5, 0): write(tmp_path / "m5s0", "trained", 3)}
+    cells = {
+        ("genres", 3, 0): write(tmp_path / "g3s0", "trained", 1),
+        ("genres", 3, 1): write(tmp_path / "g3s1", "trained", 2),
+        ("moods", 5, 0): write(tmp_path / "m5s0", "trained", 3),
+    }
     untrained = {0: write(tmp_path / "u0", "untrained", 10), 1: write(tmp_path / "u1", "untrained", 11)}
     return cells, untrained
 
@@ -85,7 +87,9 @@ def test_pooled_intervals_of_cells_with_several_seeds_and_of_the_untrained_model
     assert frame[["combination", "k"]].values.tolist() == [["genres", 3], ["untrained", 0]]  # moods has one seed
     albums = queries.clusters(settings)
     assert (frame.loc[0, "ci_low_genre"], frame.loc[0, "ci_high_genre"]) == settings.interval(
-        queries["genres", 3]["genre"], albums)
+        queries["genres", 3]["genre"], albums
+    )
     assert (frame.loc[1, "ci_low_mood"], frame.loc[1, "ci_high_mood"]) == settings.interval(
-        queries.untrained()["mood"], albums)
+        queries.untrained()["mood"], albums
+    )
     assert frame["ci_low_style"].isna().all()  # a facet the files do not hold

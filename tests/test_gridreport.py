@@ -19,14 +19,28 @@ CHANCE = {"genre": 0.31, "style": 0.004, "mood": 0.003, "theme": 0.0035, "artist
 
 def cell(combination: str, k: int, genre: float, rest: float, seed: int = 42, **chance: float) -> dict:
     """A results row: ``genre`` for the genre facet, ``rest`` for the other five; intervals ± 0.01."""
-    row = {"combination": combination, "k": k, "seed": seed, "eval_k": 100, "epochs": 10, "best_epoch": 7,
-           "seconds": 12.5}
+    row = {
+        "combination": combination,
+        "k": k,
+        "seed": seed,
+        "eval_k": 100,
+        "epochs": 10,
+        "best_epoch": 7,
+        "seconds": 12.5,
+    }
     for f in gridreport.FACETS:
         p = genre if f == "genre" else rest
-        row.update({f"p_{f}": p, f"ci_low_{f}": p - 0.01, f"ci_high_{f}": p + 0.01,
-                    f"chance_{f}": chance.get(f, CHANCE[f]),
-                    f"untrained_p_{f}": (0.2 if f == "genre" else 0.004) + seed / 1000,
-                    f"diff_ci_low_{f}": p / 2 - 0.02, f"diff_ci_high_{f}": p / 2 + 0.02})
+        row.update(
+            {
+                f"p_{f}": p,
+                f"ci_low_{f}": p - 0.01,
+                f"ci_high_{f}": p + 0.01,
+                f"chance_{f}": chance.get(f, CHANCE[f]),
+                f"untrained_p_{f}": (0.2 if f == "genre" else 0.004) + seed / 1000,
+                f"diff_ci_low_{f}": p / 2 - 0.02,
+                f"diff_ci_high_{f}": p / 2 + 0.02,
+            }
+        )
     return row
 
 
@@ -42,15 +56,17 @@ def results() -> pd.DataFrame:
     genres: k=3 has the best genre precision, k=10 the best mean (the one to pick), k=20 the fixed row.
     moods: best k=160, fixed row k=20. styles-moods: k=20 is both best and fixed (one row).
     """
-    return pd.DataFrame([
-        cell("moods", 20, 0.30, 0.010),
-        cell("genres", 3, 0.40, 0.005),
-        cell("moods-styles", 100, 0.33, 0.011),
-        cell("genres", 10, 0.39, 0.009),
-        cell("moods", 160, 0.36, 0.015),
-        cell("genres", 20, 0.37, 0.008),
-        cell("styles-moods", 20, 0.34, 0.012),
-    ])
+    return pd.DataFrame(
+        [
+            cell("moods", 20, 0.30, 0.010),
+            cell("genres", 3, 0.40, 0.005),
+            cell("moods-styles", 100, 0.33, 0.011),
+            cell("genres", 10, 0.39, 0.009),
+            cell("moods", 160, 0.36, 0.015),
+            cell("genres", 20, 0.37, 0.008),
+            cell("styles-moods", 20, 0.34, 0.012),
+        ]
+    )
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -63,9 +79,11 @@ def test_table2_best_k_by_facet_mean_and_fixed_row(results):
     text = gridreport.table2(results)
     rows = table_rows(text)
     assert [(r[0], r[1]) for r in rows] == [
-        ("genres", "10"), ("genres", "20"),    # best by mean (not k=3, the genre-only winner), then k=20
-        ("moods", "160"), ("moods", "20"),
-        ("styles-moods", "20"),                # best is k=20: no second row
+        ("genres", "10"),
+        ("genres", "20"),  # best by mean (not k=3, the genre-only winner), then k=20
+        ("moods", "160"),
+        ("moods", "20"),
+        ("styles-moods", "20"),  # best is k=20: no second row
         ("untrained model", ""),
         ("chance", ""),
     ]
@@ -82,8 +100,12 @@ def test_table2_fixed_k_and_facets_are_parameters(results):
     assert [(r[0], r[1]) for r in rows[:-2]] == [("genres", "10"), ("moods", "160"), ("styles-moods", "20")]
     # by genre alone the best genres row is k=3
     rows = table_rows(gridreport.table2(results, facets=("genre",), fixed_k=100))
-    assert [(r[0], r[1]) for r in rows[:-2]] == [("genres", "3"), ("moods", "160"), ("styles-moods", "20"),
-                                                 ("styles-moods", "100")]
+    assert [(r[0], r[1]) for r in rows[:-2]] == [
+        ("genres", "3"),
+        ("moods", "160"),
+        ("styles-moods", "20"),
+        ("styles-moods", "100"),
+    ]
     assert len(rows[0]) == 3
     assert gridreport.best_ks(results) == {"genres": 10, "moods": 160, "styles-moods": 20}
     assert gridreport.best_ks(results, ("genre",)) == {"genres": 3, "moods": 160, "styles-moods": 20}
@@ -106,15 +128,21 @@ def test_table2_mean_and_sd_over_seeds_with_pooled_intervals(results):
     assert rows[0][:3] == ["genres", "10", "0.4000 ± 0.0141"]  # mean 0.39/0.41, sd 0.02/√2; no pooled interval
     assert "mean ± sd over the 2 training seeds 7, 42" in text and "not shown" in text
     assert rows[-2][:3] == ["untrained model", "", "0.2920 ± 0.0707"]  # 0.242 and 0.342 (seeds 42 and 7)
-    intervals = pd.DataFrame([{"combination": "genres", "k": 10, "ci_low_genre": 0.385, "ci_high_genre": 0.415},
-                              {"combination": "untrained", "k": 0, "ci_low_genre": 0.25, "ci_high_genre": 0.35}])
+    intervals = pd.DataFrame(
+        [
+            {"combination": "genres", "k": 10, "ci_low_genre": 0.385, "ci_high_genre": 0.415},
+            {"combination": "untrained", "k": 0, "ci_low_genre": 0.25, "ci_high_genre": 0.35},
+        ]
+    )
     settings = BootstrapSettings(n_resamples=500, seed=3, unit="album")
     text = gridreport.table2(both, intervals=intervals, settings=settings)
     rows = table_rows(text)
     assert rows[0][2] == "0.4000 ± 0.0141 [0.3850, 0.4150]" and rows[0][3] == "0.0190 ± 0.0141"
     assert rows[-2][2] == "0.2920 ± 0.0707 [0.2500, 0.3500]"
-    assert ("[low, high]: 95 % percentile bootstrap intervals (500 resamples of albums, seed 3) of the "
-            "seed-averaged per-query precision") in text
+    assert (
+        "[low, high]: 95 % percentile bootstrap intervals (500 resamples of albums, seed 3) of the "
+        "seed-averaged per-query precision"
+    ) in text
     # the best k is chosen by the seed-averaged mean: a seed that favours k = 3 does not flip it alone
     both.loc[(both["combination"] == "genres") & (both["k"] == 3) & (both["seed"] == 7), "p_style"] = 0.1
     assert gridreport.best_ks(both)["genres"] == 3
@@ -169,9 +197,13 @@ def test_compare_pairs_same_k_else_our_best(results):
 
 
 def test_compare_without_row_column_and_other_eval_k(results):
-    paper = pd.DataFrame([{"combination": "genres", "k": 3, **dict.fromkeys(gridreport.FACETS, 0.1)},
-                          {"combination": "moods", "k": 200, **dict.fromkeys(gridreport.FACETS, 0.2)},
-                          {"combination": "themes", "k": 20, **dict.fromkeys(gridreport.FACETS, 0.3)}])
+    paper = pd.DataFrame(
+        [
+            {"combination": "genres", "k": 3, **dict.fromkeys(gridreport.FACETS, 0.1)},
+            {"combination": "moods", "k": 200, **dict.fromkeys(gridreport.FACETS, 0.2)},
+            {"combination": "themes", "k": 20, **dict.fromkeys(gridreport.FACETS, 0.3)},
+        ]
+    )
     results["eval_k"] = 10
     text = gridreport.compare(results, paper)
     assert [(r[0], r[2], r[3]) for r in table_rows(text)] == [("genres", "3", "same k"), ("moods", "160", "our best")]
@@ -204,7 +236,7 @@ def test_read_results_of_the_layout_before_seeds(results, tmp_path):
     path = tmp_path / "results.csv"
     pd.DataFrame([legacy(row) for row in results.to_dict("records")]).to_csv(path, index=False)
     frame = gridreport.read_results(path)
-    assert list(frame.columns[:len(gridreport.LEGACY_COLUMNS)]) == list(gridreport.LEGACY_COLUMNS)
+    assert list(frame.columns[: len(gridreport.LEGACY_COLUMNS)]) == list(gridreport.LEGACY_COLUMNS)
     assert set(gridreport.RESULT_COLUMNS) <= set(frame.columns) and frame["seed"].isna().all()
     text = gridreport.table2(frame)
     rows = table_rows(text)
@@ -235,5 +267,6 @@ def test_paper_table():
     assert best.loc["genres", "k"] == 3 and best.loc["genres", "genre"] == pytest.approx(0.3971)
     assert best.loc["genres-styles-moods", "k"] == 400 and best.loc["genres-styles-moods", "album"] == 0.0094
     assert best.loc["genres-styles-moods-themes", list(gridreport.FACETS)].tolist() == pytest.approx(
-        [0.3652, 0.0173, 0.0125, 0.0147, 0.0173, 0.0097])
+        [0.3652, 0.0173, 0.0125, 0.0147, 0.0173, 0.0097]
+    )
     assert np.isclose(paper.loc[(paper["combination"] == "themes") & (paper["k"] == 20), "theme"], 0.0064).all()

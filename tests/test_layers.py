@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import music_like
+
 from msd_triplet import audio
 from msd_triplet.config import FeatureConfig
 from msd_triplet.errors import ArgumentError
@@ -25,8 +25,9 @@ def test_log_mel_layer_equals_the_cache_transform(keras):
     layer = LogMel.from_features(FeatureConfig())
     out = np.asarray(layer(y))
     assert out.shape == (2, 80, 130, 1)
-    np.testing.assert_allclose(out[..., 0], audio.log_mel(y, **audio.log_mel_kwargs(FeatureConfig())).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out[..., 0], audio.log_mel(y, **audio.log_mel_kwargs(FeatureConfig())).numpy(), atol=1e-6
+    )
     assert layer.compute_output_shape((None, 132_300)) == (None, 80, 130, 1)
     with pytest.raises(ArgumentError, match="precision"):  # also a ValueError
         LogMel(precision="float16")

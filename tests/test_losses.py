@@ -68,7 +68,7 @@ def random_batch(seed, b=14, k=6, d=5, album_size=3):
 def special_batches():
     e, lsi, albums = random_batch(100)
     k = lsi.shape[1]
-    orthogonal = np.eye(len(e), k * 3)[:, :k * 3].astype(np.float32)  # every pair cosine 0: no positive
+    orthogonal = np.eye(len(e), k * 3)[:, : k * 3].astype(np.float32)  # every pair cosine 0: no positive
     zero_rows = lsi.copy()
     zero_rows[[0, 4, 5]] = 0.0
     return {
@@ -115,8 +115,12 @@ def test_edge_cases_match_brute_force_with_finite_gradients(mining, case):
 def test_album_filter_and_thresholds_are_configurable():
     e, lsi, albums = random_batch(7)
     for kwargs in [dict(album_filter=False), dict(pos_th=0.5, neg_th=0.0), dict(margin=1.5)]:
-        ours = dict(album_filter=kwargs.get("album_filter", True), margin=kwargs.get("margin", 0.2),
-                    positive_threshold=kwargs.get("pos_th", 0.8), negative_threshold=kwargs.get("neg_th", 0.2))
+        ours = dict(
+            album_filter=kwargs.get("album_filter", True),
+            margin=kwargs.get("margin", 0.2),
+            positive_threshold=kwargs.get("pos_th", 0.8),
+            negative_threshold=kwargs.get("neg_th", 0.2),
+        )
         got = losses.lsi_triplet_loss(e, lsi, albums, **ours)
         assert float(got) == pytest.approx(reference(e, lsi, albums, "batch_hard", **kwargs)[0], abs=1e-5)
 
@@ -147,12 +151,15 @@ def test_a_zero_lsi_row_is_in_no_pair():
     for mining in MODES:  # and the loss equals the brute-force loop, which never pairs a zero row
         loss, stats = losses.lsi_triplet_loss(e, lsi, albums, mining=mining, return_statistics=True)
         ref_loss, ref_valid, _ = reference(e, lsi, albums, mining)
-        assert float(loss) == pytest.approx(ref_loss, abs=1e-5) and float(stats["valid_anchors"]) == pytest.approx(ref_valid)
+        assert float(loss) == pytest.approx(ref_loss, abs=1e-5) and float(stats["valid_anchors"]) == pytest.approx(
+            ref_valid
+        )
     # the loss does not depend on the embedding of a zero row: it is in no triplet
     moved = e.copy()
     moved[[2, 5]] += 10.0
     assert float(losses.lsi_triplet_loss(moved, lsi, albums, mining="batch_all")) == pytest.approx(
-        float(losses.lsi_triplet_loss(e, lsi, albums, mining="batch_all")), abs=1e-6)
+        float(losses.lsi_triplet_loss(e, lsi, albums, mining="batch_all")), abs=1e-6
+    )
 
 
 def test_tracks_zeroed_by_lsi_get_no_pair():
@@ -175,9 +182,11 @@ def test_tracks_zeroed_by_lsi_get_no_pair():
 def test_argument_errors_are_package_errors():
     from msd_triplet.errors import ArgumentError, MsdTripletError
 
-    for make, match in [(lambda: losses.LsiTripletLoss(mining="hardest"), "mining 'hardest'.*batch_hard"),
-                        (lambda: losses.LsiTripletLoss(relatedness="dot"), "relatedness 'dot'.*cosine"),
-                        (lambda: losses.TripletStatistic("spread"), "statistic 'spread'.*valid_anchors")]:
+    for make, match in [
+        (lambda: losses.LsiTripletLoss(mining="hardest"), "mining 'hardest'.*batch_hard"),
+        (lambda: losses.LsiTripletLoss(relatedness="dot"), "relatedness 'dot'.*cosine"),
+        (lambda: losses.TripletStatistic("spread"), "statistic 'spread'.*valid_anchors"),
+    ]:
         with pytest.raises(ArgumentError, match=match) as info:
             make()
         assert isinstance(info.value, MsdTripletError) and isinstance(info.value, ValueError)

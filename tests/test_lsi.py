@@ -131,8 +131,9 @@ def test_tracks_outside_the_topics_are_zeroed_whatever_the_median(solver):
     raw = np.linalg.norm(np.asarray(matrix @ model.components.T), axis=1)
     assert raw[4_000:].max() < 1e-13 and raw[:4_000].min() > 0.99  # round-off against real vectors
     if solver == "svds":  # the old rule: round-off is the majority, so the median norm is round-off too
-        assert np.median(raw[raw > 0]) < 1e-13 and not np.any(raw[4_000:][raw[4_000:] > 0] < 1e-6 * np.median(
-            raw[raw > 0]))
+        assert np.median(raw[raw > 0]) < 1e-13 and not np.any(
+            raw[4_000:][raw[4_000:] > 0] < 1e-6 * np.median(raw[raw > 0])
+        )
     vectors = model.transform(matrix)
     norms = np.linalg.norm(vectors, axis=1)
     assert not vectors[4_000:].any() and norms[:4_000].min() > 0.99

@@ -27,6 +27,7 @@ def _margin(mode):
 
 # --------------------------------------------------------------------------- references
 
+
 def brute_force(d, positive, negative, margin=0.2, mode="batch_hard", soft_margin=False):
     """(loss, valid share, active share) by loops over anchors, positives and negatives (float64)."""
     d = np.asarray(d, np.float64)
@@ -127,6 +128,7 @@ def _dense_reference(distances, positive, negative, margin=0.2, mining="batch_ha
 
 # --------------------------------------------------------------------------- inputs
 
+
 def random_case(seed, b=9, p_pos=0.3, p_neg=0.5, levels=None, pull=0.5):
     """Distances in [0, 4) with a zero diagonal and random disjoint masks without diagonal.
 
@@ -175,10 +177,18 @@ def special_cases():
         "all_inactive": (near_far, positive, negative, 0.2),
         "all_active": (far_near, positive, negative, 0.2),
         "identical_points": (np.zeros_like(d), positive, negative, 0.2),
-        "batch_of_two": (two, np.array([[False, True], [False, False]]), np.array([[False, False], [True, False]]),
-                         0.2),
-        "batch_of_three": (d[:3, :3], np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]], bool),
-                           np.array([[0, 0, 1], [0, 0, 0], [0, 0, 0]], bool), 0.2),
+        "batch_of_two": (
+            two,
+            np.array([[False, True], [False, False]]),
+            np.array([[False, False], [True, False]]),
+            0.2,
+        ),
+        "batch_of_three": (
+            d[:3, :3],
+            np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]], bool),
+            np.array([[0, 0, 1], [0, 0, 0], [0, 0, 0]], bool),
+            0.2,
+        ),
     }
 
 
@@ -200,6 +210,7 @@ def _assert_close(got, want, scale=1.0):
 
 # --------------------------------------------------------------------------- brute force
 
+
 @pytest.mark.parametrize("mode,soft_margin", CASES)
 def test_matches_brute_force_on_random_cases(mode, soft_margin):
     active_shares, hard = [], []
@@ -210,8 +221,11 @@ def test_matches_brute_force_on_random_cases(mode, soft_margin):
         _assert_close(got, want, scale=4.0)
         assert want[1] > 0 and np.all(np.isfinite(grad))
         active_shares.append(want[2])
-        hard += [d[a][positive[a]].max() > d[a][negative[a]].min() for a in range(b)
-                 if positive[a].any() and negative[a].any()]
+        hard += [
+            d[a][positive[a]].max() > d[a][negative[a]].min()
+            for a in range(b)
+            if positive[a].any() and negative[a].any()
+        ]
     assert any(0 < share < 1 for share in active_shares)  # neither all active nor none
     assert 0 < np.mean(hard) < 1  # batch-hard triplets of both kinds (sct treats them differently)
 
@@ -244,8 +258,7 @@ def test_edge_cases_are_what_their_names_say():
 
 
 def test_hand_computed_cases():
-    d = np.array([[0.0, 2.0, 1.0, 1.5], [2.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0], [1.5, 1.0, 1.0, 0.0]],
-                 np.float32)
+    d = np.array([[0.0, 2.0, 1.0, 1.5], [2.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0], [1.5, 1.0, 1.0, 0.0]], np.float32)
     positive = np.zeros((4, 4), bool)
     negative = np.zeros((4, 4), bool)
     positive[0, 1] = True  # d_ap = 2
@@ -279,6 +292,7 @@ def test_sct_easy_triplets_are_plain_hinges():
 
 # --------------------------------------------------------------------------- gradients
 
+
 def _embedding_case(seed=0, b=8, dim=3, margin=0.2, min_gap=2e-3):
     """Embeddings [b, dim] (float64) whose distances are away from every tie and hinge kink."""
     for s in range(seed, seed + 200):
@@ -292,8 +306,7 @@ def _embedding_case(seed=0, b=8, dim=3, margin=0.2, min_gap=2e-3):
         rows = [np.sort(d[a][np.arange(b) != a]) for a in range(b)]
         kinks = (d[:, :, None] - d[:, None, :] + margin)[positive[:, :, None] & negative[:, None, :]]
         valid = positive.any(1) & negative.any(1)
-        if (min(np.diff(r).min() for r in rows) > min_gap and np.abs(kinks).min() > min_gap
-                and valid.sum() >= b // 2):
+        if min(np.diff(r).min() for r in rows) > min_gap and np.abs(kinks).min() > min_gap and valid.sum() >= b // 2:
             return e, positive, negative
     raise AssertionError("no tie-free case found")
 
@@ -310,8 +323,9 @@ def test_gradient_matches_finite_differences(mode, soft_margin):
     e, positive, negative = _embedding_case(margin=margin)
     variable = tf.Variable(e.astype(np.float32))
     with tf.GradientTape() as tape:
-        loss = mining.triplet_terms(losses.squared_distances(variable), positive, negative, margin, mode,
-                                    soft_margin)[0]
+        loss = mining.triplet_terms(losses.squared_distances(variable), positive, negative, margin, mode, soft_margin)[
+            0
+        ]
     grad = tape.gradient(loss, variable).numpy()
     h = 1e-6
     numeric = np.zeros_like(e)
@@ -326,6 +340,7 @@ def test_gradient_matches_finite_differences(mode, soft_margin):
 
 
 # --------------------------------------------------------------------------- the old dense code
+
 
 def _realistic_batch(b=64, dim=32, seed=0):
     """Unit-norm embeddings and the masks of clustered LSI vectors with albums of four (as in training)."""
@@ -346,8 +361,10 @@ def test_equals_the_dense_implementation(mode, block_size):
     assert 0.05 < np.mean(positive.numpy()) < 0.3 and np.mean(negative.numpy()) > 0.5
     results = []
     margin = _margin(mode)
-    for fn in (lambda d: mining.triplet_terms(d, positive, negative, margin, mode, block_size=block_size),
-               lambda d: _dense_reference(d, positive, negative, margin, mode)):
+    for fn in (
+        lambda d: mining.triplet_terms(d, positive, negative, margin, mode, block_size=block_size),
+        lambda d: _dense_reference(d, positive, negative, margin, mode),
+    ):
         variable = tf.Variable(e)
         with tf.GradientTape() as tape:
             out = fn(losses.squared_distances(variable))
@@ -379,8 +396,10 @@ def test_ties_share_the_gradient_as_the_dense_implementation(mode, block_size):
 
 # --------------------------------------------------------------------------- blocks, XLA, graphs, replicas
 
-@pytest.mark.parametrize("mode,soft_margin", [("batch_all", False), ("batch_all", True), ("semi_hard", False),
-                                              ("semi_hard", True)])
+
+@pytest.mark.parametrize(
+    "mode,soft_margin", [("batch_all", False), ("batch_all", True), ("semi_hard", False), ("semi_hard", True)]
+)
 @pytest.mark.parametrize("levels,margin", [(None, 0.2), (2, 0.5)])  # random; ties in steps of 0.5
 def test_block_sizes_agree(mode, soft_margin, levels, margin):
     d, positive, negative = random_case(7, b=11, p_pos=0.3, p_neg=0.5, levels=levels)
@@ -396,8 +415,11 @@ def test_block_sizes_agree(mode, soft_margin, levels, margin):
 @pytest.mark.parametrize("pairs_per_chunk", [1, 3, 7, 1000])
 def test_soft_batch_all_chunks_of_positive_pairs(monkeypatch, pairs_per_chunk):
     """Several chunks (the last one partly padding) give the same as blocks of anchors and the loops."""
-    cases = [random_case(8, b=12, p_pos=0.3, p_neg=0.5), special_cases()["no_valid_anchor"][:3],
-             special_cases()["one_valid_anchor"][:3]]
+    cases = [
+        random_case(8, b=12, p_pos=0.3, p_neg=0.5),
+        special_cases()["no_valid_anchor"][:3],
+        special_cases()["one_valid_anchor"][:3],
+    ]
     want = [_run(*case, 0.2, "batch_all", True, 4) for case in cases]
     monkeypatch.setattr(mining, "_CHUNK_ELEMENTS", pairs_per_chunk * 12)
     for case, (want_values, want_grad) in zip(cases, want):
@@ -432,8 +454,7 @@ def test_xla_equals_eager(mode, soft_margin):
     out, grad = tf.function(fn, jit_compile=True)(tf.constant(e), positive, negative)
     _assert_close([float(v) for v in out], [float(v) for v in eager_out])
     assert float(eager_out[0]) > 0
-    np.testing.assert_allclose(grad.numpy(), eager_grad.numpy(), rtol=TOL,
-                               atol=TOL * np.abs(eager_grad.numpy()).max())
+    np.testing.assert_allclose(grad.numpy(), eager_grad.numpy(), rtol=TOL, atol=TOL * np.abs(eager_grad.numpy()).max())
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -445,11 +466,19 @@ def test_dynamic_batch_dimension_and_blocks_in_graphs(jit_compile):
     """
     import tensorflow as tf
 
-    signature = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.bool),
-                 tf.TensorSpec([None, None], tf.bool)]
-    for mode, soft_margin, block_size in [("batch_all", False, None), ("semi_hard", False, None),
-                                          ("batch_all", True, None), ("batch_all", False, 5),
-                                          ("semi_hard", True, 5), ("sct", False, None)]:
+    signature = [
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None, None], tf.bool),
+        tf.TensorSpec([None, None], tf.bool),
+    ]
+    for mode, soft_margin, block_size in [
+        ("batch_all", False, None),
+        ("semi_hard", False, None),
+        ("batch_all", True, None),
+        ("batch_all", False, 5),
+        ("semi_hard", True, 5),
+        ("sct", False, None),
+    ]:
         fn = _loss_and_gradient(mode, soft_margin, block_size, of="distances")
         graph = tf.function(fn, input_signature=signature, jit_compile=jit_compile)
         for b in (13, 24):
@@ -458,8 +487,9 @@ def test_dynamic_batch_dimension_and_blocks_in_graphs(jit_compile):
             eager_out, eager_grad = fn(d, positive, negative)
             out, grad = graph(d, positive, negative)
             _assert_close([float(v) for v in out], [float(v) for v in eager_out])
-            np.testing.assert_allclose(grad.numpy(), eager_grad.numpy(), rtol=TOL,
-                                       atol=TOL * np.abs(eager_grad.numpy()).max())
+            np.testing.assert_allclose(
+                grad.numpy(), eager_grad.numpy(), rtol=TOL, atol=TOL * np.abs(eager_grad.numpy()).max()
+            )
             assert np.abs(eager_grad.numpy()).max() > 0
         assert graph.experimental_get_tracing_count() == 1
 
@@ -489,6 +519,7 @@ def test_runs_in_a_replica_context():
 
 
 # --------------------------------------------------------------------------- arguments, import
+
 
 def test_rejects_bad_arguments():
     from msd_triplet.errors import ArgumentError

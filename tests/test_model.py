@@ -42,5 +42,6 @@ def test_same_seed_same_weights_other_seed_other_weights():
     for name in first:
         np.testing.assert_array_equal(np.asarray(first[name].kernel), np.asarray(again[name].kernel))
         assert not np.allclose(np.asarray(first[name].kernel), np.asarray(other[name].kernel))
-    assert {n: l.kernel_initializer.seed for n, l in first.items()} != \
-        {n: l.kernel_initializer.seed for n, l in other.items()}
+    assert {n: layer.kernel_initializer.seed for n, layer in first.items()} != {
+        n: layer.kernel_initializer.seed for n, layer in other.items()
+    }

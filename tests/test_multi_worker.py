@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from conftest import write_run_config
+
 from msd_triplet import devices
 from msd_triplet.errors import ConfigError
 
@@ -102,10 +102,8 @@ def free_ports(count: int) -> list[int]:
 
 def worker_env(ports: list[int], index: int, **extra: str) -> dict[str, str]:
     """The environment of worker ``index`` of a loopback cluster on ``ports``: its TF_CONFIG, no GPU."""
-    spec = {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-            "task": {"type": "worker", "index": index}}
-    return dict(os.environ, TF_CONFIG=json.dumps(spec), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
-                **extra)
+    spec = {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+    return dict(os.environ, TF_CONFIG=json.dumps(spec), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
 
 
 @contextlib.contextmanager
@@ -151,16 +149,19 @@ def multi_worker_config(root: Path, runs: Path, epochs: int, name: str) -> Path:
 # --------------------------------------------------------------------------- fast: settings and messages
 
 
-@pytest.mark.parametrize("value, message", [
-    (None, "TF_CONFIG is not set"),
-    ("{cluster", "is not JSON"),
-    ('{"task": {"type": "worker", "index": 0}}', 'has no "cluster"'),
-    ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}', '"host:port"'),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}}', 'has no "task"'),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "indices 0-1"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "chief or worker task"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', '"chief" is not in the cluster'),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "TF_CONFIG is not set"),
+        ("{cluster", "is not JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', 'has no "cluster"'),
+        ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}', '"host:port"'),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}}', 'has no "task"'),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "indices 0-1"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "chief or worker task"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', '"chief" is not in the cluster'),
+    ],
+)
 def test_malformed_tf_config_is_a_config_error_with_an_example(value, message):
     environ = {} if value is None else {"TF_CONFIG": value}
     with pytest.raises(ConfigError, match="multi_worker") as caught:
@@ -170,8 +171,9 @@ def test_malformed_tf_config_is_a_config_error_with_an_example(value, message):
 
 def test_cluster_task_names_the_chief():
     def task(cluster: dict, kind: str, index: int) -> devices.ClusterTask:
-        return devices.cluster_task({"TF_CONFIG": json.dumps({"cluster": cluster,
-                                                              "task": {"type": kind, "index": index}})})
+        return devices.cluster_task(
+            {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})}
+        )
 
     workers = {"worker": ["a:1", "b:2"]}
     assert task(workers, "worker", 0) == devices.ClusterTask("worker", 0, 2, chief=True)
@@ -204,19 +206,25 @@ def test_a_lost_worker_reads_as_one_line_saying_to_resume(tmp_path):
     from msd_triplet.training import _lost_worker, _lost_worker_message
 
     # the text TensorFlow 2.21 gave in test_a_killed_worker_stops_the_others_with_a_clear_error
-    text = ("Graph execution error:\n\nDetected at node dpnn_1/input_bn_1/CollectiveReduceV2 defined at ...\n"
-            "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are "
-            "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.")
+    text = (
+        "Graph execution error:\n\nDetected at node dpnn_1/input_bn_1/CollectiveReduceV2 defined at ...\n"
+        "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are "
+        "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed."
+    )
     error = tf.errors.UnavailableError(None, None, text)
     assert _lost_worker(error) and not _lost_worker(tf.errors.InvalidArgumentError(None, None, "shape"))
     message = _lost_worker_message(error, tmp_path, 3)
     assert "\n" not in message and message.startswith("training.distribution multi_worker: lost worker 1 (")
     assert "(stopped sending heartbeats): /job:worker/replica:0/task:1)" in message
-    assert "Restart every worker" in message and "--resume" in message and f"after epoch 3, the last one " \
-        f"finished in {tmp_path}" in message
+    assert (
+        "Restart every worker" in message
+        and "--resume" in message
+        and f"after epoch 3, the last one finished in {tmp_path}" in message
+    )
     broken = tf.errors.UnavailableError(None, None, "Collective ops is aborted by: recvmsg:Connection reset by peer")
     assert "lost a worker (UnavailableError: recvmsg:Connection reset by peer);" in _lost_worker_message(
-        broken, tmp_path, 0)
+        broken, tmp_path, 0
+    )
 
 
 # --------------------------------------------------------------------------- slow: two worker processes
@@ -226,8 +234,7 @@ def test_a_lost_worker_reads_as_one_line_saying_to_resume(tmp_path):
 def test_two_workers_take_the_single_process_step(tmp_path):
     ports = free_ports(2)
     commands = [([sys.executable, "-c", STEP], worker_env(ports, i)) for i in range(2)]
-    commands.append(([sys.executable, "-c", STEP],
-                     dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")))
+    commands.append(([sys.executable, "-c", STEP], dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")))
     until = time.monotonic() + DEADLINE
     with processes(tmp_path, commands) as started:
         codes = [wait_for(process, until, tmp_path, i) for i, process in enumerate(started)]
@@ -243,8 +250,9 @@ def test_two_workers_take_the_single_process_step(tmp_path):
         two = {k: np.array(v) for k, v in worker["steps"].items()}
         # largest difference relative to the update's size, over weights that moved; float32 round-off
         # is ~1e-4 of an update, while mining each worker's half on its own is O(1) off
-        relative = max(float(np.abs(one[k] - two[k]).max() / np.abs(one[k]).max())
-                       for k in one if np.abs(one[k]).max() > 1e-3)
+        relative = max(
+            float(np.abs(one[k] - two[k]).max() / np.abs(one[k]).max()) for k in one if np.abs(one[k]).max() > 1e-3
+        )
         print(f"relative difference of the update: {relative:.2e}")
         assert relative < 1e-3
         for key in ("loss", "valid_anchors", "active_triplets", "positive_distance", "negative_distance"):
@@ -261,25 +269,42 @@ def test_two_workers_fit_a_run_that_only_the_chief_writes(prepared_root, tmp_pat
     scratch = tmp_path / "worker1-tmp"
     scratch.mkdir()
     ports = free_ports(2)
-    commands = [([sys.executable, "-c", FIT, str(config), str(run), "0", "0"],
-                 worker_env(ports, i, **({"TMPDIR": str(scratch)} if i else {})))
-                for i, run in enumerate((chief_run, other_run))]
+    commands = [
+        (
+            [sys.executable, "-c", FIT, str(config), str(run), "0", "0"],
+            worker_env(ports, i, **({"TMPDIR": str(scratch)} if i else {})),
+        )
+        for i, run in enumerate((chief_run, other_run))
+    ]
     until = time.monotonic() + DEADLINE
     with processes(tmp_path, commands) as started:
         # meanwhile the same run in this process, on one device
         from msd_triplet.config import load_config
         from msd_triplet.training import fit
 
-        single = fit(load_config(write_run_config(prepared_root, tmp_path / "runs", epochs=2, name="single.yaml")),
-                     verbose=0, say=lambda _: None)
+        single = fit(
+            load_config(write_run_config(prepared_root, tmp_path / "runs", epochs=2, name="single.yaml")),
+            verbose=0,
+            say=lambda _: None,
+        )
         codes = [wait_for(process, until, tmp_path, i) for i, process in enumerate(started)]
     assert codes == [0, 0], "\n".join(tail(tmp_path, i) for i, code in enumerate(codes) if code)
 
     chief, other = last_json(tmp_path, 0), last_json(tmp_path, 1)
-    files = sorted(str(p.relative_to(chief_run)) for p in chief_run.rglob("*")
-                   if p.is_file() and "tensorboard" not in p.parts)
-    assert files == ["checkpoints/best.keras", "checkpoints/epoch-001.weights.h5", "checkpoints/epoch-002.weights.h5",
-                     "checkpoints/last.keras", "config.yaml", "log.csv", "lsi.npz", "run.json", "state.json"]
+    files = sorted(
+        str(p.relative_to(chief_run)) for p in chief_run.rglob("*") if p.is_file() and "tensorboard" not in p.parts
+    )
+    assert files == [
+        "checkpoints/best.keras",
+        "checkpoints/epoch-001.weights.h5",
+        "checkpoints/epoch-002.weights.h5",
+        "checkpoints/last.keras",
+        "config.yaml",
+        "log.csv",
+        "lsi.npz",
+        "run.json",
+        "state.json",
+    ]
     assert any((chief_run / "tensorboard").rglob("events.out.tfevents.*"))
     assert not other_run.exists() and not any(scratch.iterdir())
     run_json = json.loads((chief_run / "run.json").read_text())
@@ -294,8 +319,14 @@ def test_two_workers_fit_a_run_that_only_the_chief_writes(prepared_root, tmp_pat
     assert [row["epoch"] for row in chief["history"]] == [row["epoch"] for row in single.history] == [1, 2]
     for two, one in zip(chief["history"], single.history):
         assert two.keys() == one.keys()
-        for key in ("loss", "valid_anchors", "active_triplets", "positive_distance", "negative_distance",
-                    "embedding_spread"):
+        for key in (
+            "loss",
+            "valid_anchors",
+            "active_triplets",
+            "positive_distance",
+            "negative_distance",
+            "embedding_spread",
+        ):
             assert two[key] == pytest.approx(one[key], rel=1e-3, abs=1e-5), key
         assert two["val_precision"] == pytest.approx(one["val_precision"], abs=0.1)
 
@@ -308,9 +339,10 @@ def test_a_killed_worker_stops_the_others_with_a_clear_error_and_resume_finishes
     ports = free_ports(2)
     # worker 0 is the command line a user runs; worker 1 kills itself in its second epoch (its temporary
     # run folder, which a SIGKILL leaves behind, goes to tmp_path)
-    commands = [(cli, worker_env(ports, 0)),
-                ([sys.executable, "-c", FIT, str(config), str(run), "2", "0"],
-                 worker_env(ports, 1, TMPDIR=str(tmp_path)))]
+    commands = [
+        (cli, worker_env(ports, 0)),
+        ([sys.executable, "-c", FIT, str(config), str(run), "2", "0"], worker_env(ports, 1, TMPDIR=str(tmp_path))),
+    ]
     with processes(tmp_path, commands) as (chief, other):
         assert wait_for(other, time.monotonic() + DEADLINE, tmp_path, 1) == -9, tail(tmp_path, 1)
         killed = time.monotonic()
@@ -330,8 +362,10 @@ def test_a_killed_worker_stops_the_others_with_a_clear_error_and_resume_finishes
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     ports = free_ports(2)
-    commands = [([*cli, "--resume"], worker_env(ports, 0)),
-                ([sys.executable, "-c", FIT, str(config), str(run), "0", "1"], worker_env(ports, 1))]
+    commands = [
+        ([*cli, "--resume"], worker_env(ports, 0)),
+        ([sys.executable, "-c", FIT, str(config), str(run), "0", "1"], worker_env(ports, 1)),
+    ]
     until = time.monotonic() + DEADLINE
     with processes(resumed, commands) as started:
         codes = [wait_for(process, until, resumed, i) for i, process in enumerate(started)]
@@ -354,13 +388,16 @@ def test_workers_that_see_different_runs_stop_before_training(prepared_root, tmp
     save_config(load_config(config), chief_run / "config.yaml")
     (chief_run / "state.json").write_text(json.dumps({"epoch": 1, "finished": False}))
     ports = free_ports(2)
-    commands = [([sys.executable, "-c", FIT, str(config), str(run), "0", "1"], worker_env(ports, i))
-                for i, run in enumerate((chief_run, other_run))]
+    commands = [
+        ([sys.executable, "-c", FIT, str(config), str(run), "0", "1"], worker_env(ports, i))
+        for i, run in enumerate((chief_run, other_run))
+    ]
     until = time.monotonic() + DEADLINE
     with processes(tmp_path, commands) as started:
         codes = [wait_for(process, until, tmp_path, i) for i, process in enumerate(started)]
     assert codes == [1, 1]
     for i in range(2):
-        assert "MsdTripletError" in tail(tmp_path, i) and "the workers see different runs (epochs done, per " \
-            "replica: [1, 0])" in tail(tmp_path, i)
+        assert "MsdTripletError" in tail(
+            tmp_path, i
+        ) and "the workers see different runs (epochs done, per replica: [1, 0])" in tail(tmp_path, i)
     assert sorted(p.name for p in chief_run.iterdir()) == ["config.yaml", "state.json"] and not other_run.exists()

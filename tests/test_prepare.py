@@ -46,8 +46,12 @@ def write_h5(frame, path: Path) -> Path:
 # The h5 (AllMusic) spelling and what the lossy CSV export made of it.
 LOSSY = {"Children's": "Childrens", "Rock en Español": "Rock en Espaol", "Girls' Night Out": "Girls Night Out"}
 REFERENCE = {
-    tid(0): {"genres": ["Pop/Rock", "Electronic"], "styles": ["Children's", "Rock en Español"],
-             "moods": ["Happy"], "themes": ["Girls' Night Out"]},
+    tid(0): {
+        "genres": ["Pop/Rock", "Electronic"],
+        "styles": ["Children's", "Rock en Español"],
+        "moods": ["Happy"],
+        "themes": ["Girls' Night Out"],
+    },
     tid(1): {"genres": ["Latin"], "styles": ["Rock en Español"], "moods": [], "themes": ["Party Time"]},
     tid(2): {"genres": ["Jazz"], "styles": [], "moods": ["Sad", "Calm"], "themes": []},
 }
@@ -59,8 +63,10 @@ def as_set(assignments: pd.DataFrame) -> set[tuple[str, str, str]]:
 
 
 def reference_frame(empty=np.nan) -> pd.DataFrame:
-    return pd.DataFrame({s: [REFERENCE[t][s] or empty for t in REFERENCE] for s in SETS},
-                        index=pd.Index(list(REFERENCE), name="track_id"))
+    return pd.DataFrame(
+        {s: [REFERENCE[t][s] or empty for t in REFERENCE] for s in SETS},
+        index=pd.Index(list(REFERENCE), name="track_id"),
+    )
 
 
 def lossy_lines() -> list[str]:
@@ -78,7 +84,7 @@ def lossy_lines() -> list[str]:
 
 def w_h5_all(d: Path):
     frame = reference_frame()
-    frame.loc[tid(1), "moods"] = []        # an empty list is "no tag" too
+    frame.loc[tid(1), "moods"] = []  # an empty list is "no tag" too
     frame.loc[tid(2), "themes"] = None
     write_h5(frame, d / "msd_amglabels_all.h5")
     return ["msd_amglabels_all.h5"]
@@ -144,9 +150,17 @@ def w_long_txt_semicolon_prefixed(d: Path):
     return entries
 
 
-WRITERS = [w_h5_all, w_h5_per_set, w_lossy_no_header, w_lossy_header, w_list_repr_semicolon,
-           w_list_repr_comma_unnamed_index, w_long_csv_with_tagset, w_long_tsv_prefixed,
-           w_long_txt_semicolon_prefixed]
+WRITERS = [
+    w_h5_all,
+    w_h5_per_set,
+    w_lossy_no_header,
+    w_lossy_header,
+    w_list_repr_semicolon,
+    w_list_repr_comma_unnamed_index,
+    w_long_csv_with_tagset,
+    w_long_tsv_prefixed,
+    w_long_txt_semicolon_prefixed,
+]
 
 
 @pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[2:])
@@ -176,33 +190,53 @@ def test_set_prefix_picks_one_set_of_a_multi_set_file(tmp_path):
 
 
 def test_cls_comments_and_trailing_spaces(tmp_path):
-    text = "% MAGD genre partition\n# another comment\n" \
-           f"{tid(0)}\tPop_Rock \n{tid(1)}\tStage   \n\n{tid(2)}\tJazz\n"
+    text = f"% MAGD genre partition\n# another comment\n{tid(0)}\tPop_Rock \n{tid(1)}\tStage   \n\n{tid(2)}\tJazz\n"
     (tmp_path / "magd.cls").write_text(text, encoding="utf-8")
     assignments, skips = read_tag_file(tmp_path / "magd.cls", "genres")
-    assert as_set(assignments) == {(tid(0), "genres", "Pop_Rock"), (tid(1), "genres", "Stage"),
-                                   (tid(2), "genres", "Jazz")}
+    assert as_set(assignments) == {
+        (tid(0), "genres", "Pop_Rock"),
+        (tid(1), "genres", "Stage"),
+        (tid(2), "genres", "Jazz"),
+    }
     assert skips.empty
     with pytest.raises(DataError, match=r"magd\.cls.*SET=path"):
         read_tag_file(tmp_path / "magd.cls")
 
 
-@pytest.mark.parametrize("raw, folded", [
-    ("Children's", "Childrens"), ("Rock en Español", "Rock en Espaol"), ("Rock en Espaol", "Rock en Espaol"),
-    ('  ["Childrens"', "Childrens"), ("Pop/Rock]", "Pop/Rock"), ("Girls'  Night\tOut ", "Girls Night Out"),
-    ("Stage ", "Stage"), ("[]", ""), ("é", ""),
-])
+@pytest.mark.parametrize(
+    "raw, folded",
+    [
+        ("Children's", "Childrens"),
+        ("Rock en Español", "Rock en Espaol"),
+        ("Rock en Espaol", "Rock en Espaol"),
+        ('  ["Childrens"', "Childrens"),
+        ("Pop/Rock]", "Pop/Rock"),
+        ("Girls'  Night\tOut ", "Girls Night Out"),
+        ("Stage ", "Stage"),
+        ("[]", ""),
+        ("é", ""),
+    ],
+)
 def test_normalise_tag(raw, folded):
     assert normalise_tag(raw) == folded
 
 
-@pytest.mark.parametrize("cell, tags", [
-    ('["Childrens", Pop/Rock', ["Childrens", "Pop/Rock"]),
-    ("['Pop/Rock', 'Electronic']", ["Pop/Rock", "Electronic"]),
-    ('["Children\'s"]', ["Childrens"]), ("Dance-Pop, Club/Dance", ["Dance-Pop", "Club/Dance"]),
-    (["Rock en Español", "Bop"], ["Rock en Espaol", "Bop"]), (np.array(["Jazz"], dtype=object), ["Jazz"]),
-    (np.nan, []), (None, []), ([], []), ("", []), ("[]", []),
-])
+@pytest.mark.parametrize(
+    "cell, tags",
+    [
+        ('["Childrens", Pop/Rock', ["Childrens", "Pop/Rock"]),
+        ("['Pop/Rock', 'Electronic']", ["Pop/Rock", "Electronic"]),
+        ('["Children\'s"]', ["Childrens"]),
+        ("Dance-Pop, Club/Dance", ["Dance-Pop", "Club/Dance"]),
+        (["Rock en Español", "Bop"], ["Rock en Espaol", "Bop"]),
+        (np.array(["Jazz"], dtype=object), ["Jazz"]),
+        (np.nan, []),
+        (None, []),
+        ([], []),
+        ("", []),
+        ("[]", []),
+    ],
+)
 def test_split_tag_cell(cell, tags):
     assert split_tag_cell(cell) == tags
 
@@ -236,8 +270,11 @@ def test_garbage_text(tmp_path):
 def test_h5_without_tag_set_columns(tmp_path):
     frame = pd.DataFrame({"title": ["x"], "year": [1]}, index=[tid(0)])
     write_h5(frame, tmp_path / "other.h5")
-    with pytest.raises(DataError, match=r"other\.h5: no tag-set column \(found \['title', 'year'\]; "
-                                        r"allowed: genres, styles, moods, themes\)"):
+    with pytest.raises(
+        DataError,
+        match=r"other\.h5: no tag-set column \(found \['title', 'year'\]; "
+        r"allowed: genres, styles, moods, themes\)",
+    ):
         read_tag_file(tmp_path / "other.h5")
 
 
@@ -255,7 +292,9 @@ def test_h5_with_several_keys(tmp_path):
 
 def test_unknown_set_in_tagset_column(tmp_path):
     (tmp_path / "tags.csv").write_text(f"track_id,tagset,tag\n{tid(0)},genres,Jazz\n{tid(1)},genre,Latin\n")
-    with pytest.raises(DataError, match=r"tags\.csv line 3: unknown tag set 'genre' \(allowed: genres, styles, moods, themes\)"):
+    with pytest.raises(
+        DataError, match=r"tags\.csv line 3: unknown tag set 'genre' \(allowed: genres, styles, moods, themes\)"
+    ):
         read_tag_file(tmp_path / "tags.csv")
 
 
@@ -300,8 +339,11 @@ def test_malformed_ids_are_skipped_and_counted(tmp_path):
 
 def test_all_ids_malformed(tmp_path):
     (tmp_path / "all.csv").write_text("TRshort;Jazz;;;\nTR123;Latin;;;\n")
-    with pytest.raises(DataError, match=r"all\.csv: none of its 2 tag rows has a valid track id "
-                                        r"\(e\.g\. 'TRshort' on line 1\); expected TR followed by 16"):
+    with pytest.raises(
+        DataError,
+        match=r"all\.csv: none of its 2 tag rows has a valid track id "
+        r"\(e\.g\. 'TRshort' on line 1\); expected TR followed by 16",
+    ):
         read_tag_file(tmp_path / "all.csv")
 
 
@@ -318,10 +360,13 @@ def test_duplicates_are_dropped_and_counted(tmp_path):
 
 
 def test_conflicting_rows_in_two_files_are_merged_and_listed(tmp_path):
-    (tmp_path / "a.csv").write_text(f"track_id,tagset,tag\n{tid(1)},genres,Jazz\n{tid(2)},genres,Rap\n"
-                                    f"{tid(3)},moods,Sad\n")
-    (tmp_path / "b.csv").write_text(f"track_id,tagset,tag\n{tid(1)},genres,Blues\n{tid(1)},genres,Jazz\n"
-                                    f"{tid(2)},genres,Rap\n{tid(3)},genres,Latin\n")
+    (tmp_path / "a.csv").write_text(
+        f"track_id,tagset,tag\n{tid(1)},genres,Jazz\n{tid(2)},genres,Rap\n{tid(3)},moods,Sad\n"
+    )
+    (tmp_path / "b.csv").write_text(
+        f"track_id,tagset,tag\n{tid(1)},genres,Blues\n{tid(1)},genres,Jazz\n"
+        f"{tid(2)},genres,Rap\n{tid(3)},genres,Latin\n"
+    )
     assignments, skips, counts = read_tag_files(DataConfig(root=str(tmp_path), tags=("a.csv", "b.csv")))
     assert set(assignments.loc[assignments["track_id"] == tid(1), "tag"]) == {"Jazz", "Blues"}  # the union
     assert counts["conflicting_tracks"] == 1  # tid(2) agrees; tid(3) has different sets, not a conflict
@@ -343,13 +388,16 @@ def _songs_db(path: Path, rows, columns=("track_id", "title", "release", "artist
 
 
 def test_sqlite_metadata_album_key(tmp_path):
-    _songs_db(tmp_path / "track_metadata.db", [
-        (tid(0), "a", "Greatest Hits", "ARONE"),
-        (tid(1), "b", "greatest  HITS ", "ARONE"),   # same album after folding
-        (tid(2), "c", "Greatest Hits", "ARTWO"),     # same title, other artist: other album
-        (tid(0), "d", "Other", "ARTHREE"),           # duplicate track: first row kept
-        ("TRbad", "e", "x", "ARONE"),
-    ])
+    _songs_db(
+        tmp_path / "track_metadata.db",
+        [
+            (tid(0), "a", "Greatest Hits", "ARONE"),
+            (tid(1), "b", "greatest  HITS ", "ARONE"),  # same album after folding
+            (tid(2), "c", "Greatest Hits", "ARTWO"),  # same title, other artist: other album
+            (tid(0), "d", "Other", "ARTHREE"),  # duplicate track: first row kept
+            ("TRbad", "e", "x", "ARONE"),
+        ],
+    )
     meta, skips, counts = read_metadata(DataConfig(root=str(tmp_path)))
     assert meta.index.tolist() == [tid(0), tid(1), tid(2)]
     assert meta["artist_id"].tolist() == ["ARONE", "ARONE", "ARTWO"]
@@ -393,8 +441,9 @@ def test_unique_tracks_with_album_csv(tmp_path):
     (tmp_path / "albums.csv").write_text("track_id,album_id\n" + "".join(f"{tid(i)},AL{i // 2}\n" for i in range(4)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        meta, _, counts = read_metadata(DataConfig(root=str(tmp_path), metadata="unique_tracks.txt",
-                                                   albums="albums.csv"))
+        meta, _, counts = read_metadata(
+            DataConfig(root=str(tmp_path), metadata="unique_tracks.txt", albums="albums.csv")
+        )
     assert meta["album_id"].tolist() == ["AL0", "AL0", "AL1", "AL1"]
     assert counts["album_filter"] is True
 
@@ -402,8 +451,10 @@ def test_unique_tracks_with_album_csv(tmp_path):
 def test_plain_metadata_csv(tmp_path):
     (tmp_path / "meta.csv").write_text(f"track_id,artist_id,album_id\n{tid(0)},A,B\n{tid(1)},A,C\n")
     meta, skips, _ = read_metadata(DataConfig(root=str(tmp_path), metadata="meta.csv"))
-    assert meta.to_dict("index") == {tid(0): {"artist_id": "A", "album_id": "B"},
-                                     tid(1): {"artist_id": "A", "album_id": "C"}}
+    assert meta.to_dict("index") == {
+        tid(0): {"artist_id": "A", "album_id": "B"},
+        tid(1): {"artist_id": "A", "album_id": "C"},
+    }
     assert skips.empty
     (tmp_path / "bad.csv").write_text(f"track_id,artist_id\n{tid(0)},A\n")
     with pytest.raises(DataError, match=r"bad\.csv line 1: header .* lacks column\(s\) \['album_id'\]"):
@@ -486,16 +537,22 @@ def test_table1_matches_brute_force():
             for t, s2, g in assignments.itertuples(index=False):
                 if s2 == s and (restrict is None or t in restrict):
                     per_track.setdefault(t, set()).add(g)
-            expected = {"unique_tags": len(set().union(*per_track.values())),
-                        "tag_combinations": len({frozenset(v) for v in per_track.values()}),
-                        "labelled_albums": len({albums[t] for t in per_track if t in albums}),
-                        "labelled_tracks": len(per_track)}
+            expected = {
+                "unique_tags": len(set().union(*per_track.values())),
+                "tag_combinations": len({frozenset(v) for v in per_track.values()}),
+                "labelled_albums": len({albums[t] for t in per_track if t in albums}),
+                "labelled_tracks": len(per_track),
+            }
             assert stats[s] == expected
     text = format_table1({"before": stats, "after": stats})
     assert text.splitlines()[0].split() == ["genres", "moods"]
     assert "before filtering" in text and "after filtering" in text
-    assert text.splitlines()[2].split() == ["unique", "tags", str(stats["genres"]["unique_tags"]),
-                                            str(stats["moods"]["unique_tags"])]
+    assert text.splitlines()[2].split() == [
+        "unique",
+        "tags",
+        str(stats["genres"]["unique_tags"]),
+        str(stats["moods"]["unique_tags"]),
+    ]
 
 
 # --- prepare / load end to end
@@ -508,8 +565,15 @@ def _fold(tag: str) -> str:
 def test_prepare_end_to_end(tiny_dataset):
     prepared = prepare_dataset(tiny_dataset.config, extract=False)
     out = tiny_dataset.root / "prepared"
-    names = {"tracks.csv", "vocabulary.json", "splits.csv", "splits.json", "skipped.csv", "stats.json",
-             "config.yaml"} | {f"tags_{s}.npz" for s in SETS}
+    names = {
+        "tracks.csv",
+        "vocabulary.json",
+        "splits.csv",
+        "splits.json",
+        "skipped.csv",
+        "stats.json",
+        "config.yaml",
+    } | {f"tags_{s}.npz" for s in SETS}
     assert {p.name for p in out.iterdir()} == names
     tracks = pd.read_csv(out / "tracks.csv", dtype=str, keep_default_na=False)
     kept = tiny_dataset.expected_kept
@@ -549,11 +613,20 @@ def test_prepare_end_to_end(tiny_dataset):
     before = {s: v["labelled_tracks"] for s, v in stats["table1"]["before"].items()}
     assert before == {"genres": 48, "styles": 47, "moods": 48, "themes": 47}
     assert stats["counts"]["malformed_track_ids"] == 1
-    assert stats["skipped"] == {"malformed track id": 1, "no tag in styles": 1, "no tag in themes": 1,
-                                "no metadata": 1, "audio file missing": 1}
+    assert stats["skipped"] == {
+        "malformed track id": 1,
+        "no tag in styles": 1,
+        "no tag in themes": 1,
+        "no metadata": 1,
+        "audio file missing": 1,
+    }
     assert format_table1(stats) == format_table1(stats["table1"])
-    assert stats["counts"]["filter_stages"] == {"candidates": 48, "tagged_in_every_set": 46,
-                                                "with_metadata": 45, "with_audio": 44}
+    assert stats["counts"]["filter_stages"] == {
+        "candidates": 48,
+        "tagged_in_every_set": 46,
+        "with_metadata": 45,
+        "with_audio": 44,
+    }
 
 
 def test_prepare_reuses_splits_and_load_round_trip(tiny_dataset):
@@ -577,7 +650,9 @@ def test_changed_seed_or_tracks_need_resplit(tiny_dataset):
     config = tiny_dataset.config
     prepare_dataset(config, extract=False)
     other_seed = Config(seed=config.seed + 1, data=config.data)
-    with pytest.raises(DataError, match=r"splits\.json: saved splits do not match.*saved seed 0 vs seed 1 now.*resplit=True"):
+    with pytest.raises(
+        DataError, match=r"splits\.json: saved splits do not match.*saved seed 0 vs seed 1 now.*resplit=True"
+    ):
         prepare_dataset(other_seed, extract=False)
     resplit = prepare_dataset(other_seed, resplit=True, extract=False)
     assert json.loads(resplit.paths["splits_json"].read_text())["seed"] == 1
@@ -594,9 +669,12 @@ def test_load_prepared_missing(tmp_path):
 
 def test_nothing_survives_the_filter(tiny_dataset):
     data = DataConfig(root=str(tiny_dataset.root), audio="nowhere/{track_id}.wav")
-    with pytest.raises(DataError, match=r"no track survives the intersection filter: 48 tracks .* 46 tagged in every "
-                                        r"set → 45 with metadata → 0 with an audio file; e\.g\. TR.* was looked for at "
-                                        r".*nowhere/TR0000000000000000\.wav"):
+    with pytest.raises(
+        DataError,
+        match=r"no track survives the intersection filter: 48 tracks .* 46 tagged in every "
+        r"set → 45 with metadata → 0 with an audio file; e\.g\. TR.* was looked for at "
+        r".*nowhere/TR0000000000000000\.wav",
+    ):
         prepare_dataset(Config(data=data), extract=False)
 
 
@@ -612,5 +690,7 @@ def test_prepare_reports_progress(make_dataset, tmp_path):
 def test_all_ids_malformed_in_h5_names_the_row(tmp_path):
     frame = pd.DataFrame({"genres": [["Jazz"], ["Latin"]]}, index=["x1", "TRAAAA"])
     write_h5(frame, tmp_path / "bad.h5")
-    with pytest.raises(DataError, match=r"bad\.h5: none of its 2 tag rows has a valid track id \(e\.g\. 'x1' on row 1\)"):
+    with pytest.raises(
+        DataError, match=r"bad\.h5: none of its 2 tag rows has a valid track id \(e\.g\. 'x1' on row 1\)"
+    ):
         read_tag_file(tmp_path / "bad.h5")

@@ -34,7 +34,7 @@ def halves(x, y):
 @pytest.mark.parametrize("scale", [1.0, 1e-3])  # 1e-3: as little spread as a collapsed embedding
 def test_head_learns_labels_that_are_linear_in_the_embeddings(scale):
     x, single, multi = linear_task()
-    x = 1.0 + scale * x   # an offset and scale the standardisation must undo
+    x = 1.0 + scale * x  # an offset and scale the standardisation must undo
     fast = dict(epochs=20, batch_size=32, learning_rate=0.05)
     result = probe.probe_embeddings(*halves(x, single), multilabel=False, classes=4, **fast)
     assert result["accuracy"] > 0.93 and result["macro_f1"] > 0.93 and result["epochs"] == 20
@@ -45,17 +45,25 @@ def test_head_learns_labels_that_are_linear_in_the_embeddings(scale):
 def test_head_does_not_learn_shuffled_labels():
     x, single, _ = linear_task(n=700, seed=1)
     y = np.random.default_rng(0).permutation(single)
-    result = probe.probe_embeddings((x[:400], y[:400]), (x[400:600], y[400:600]), (x[600:], y[600:]),
-                                    multilabel=False, classes=4, epochs=40, patience=5)
-    assert result["accuracy"] < 0.45 and result["epochs"] < 40   # near the majority share; stopped early
+    result = probe.probe_embeddings(
+        (x[:400], y[:400]),
+        (x[400:600], y[400:600]),
+        (x[600:], y[600:]),
+        multilabel=False,
+        classes=4,
+        epochs=40,
+        patience=5,
+    )
+    assert result["accuracy"] < 0.45 and result["epochs"] < 40  # near the majority share; stopped early
 
 
 def test_metrics_against_hand_computed_values():
     scores = np.eye(3)[[0, 1, 2, 2]]
     # class 0: F1 1; class 1: P 1, R 1/2 → 2/3; class 2: P 1/2, R 1 → 2/3
     assert probe.score(np.array([0, 1, 1, 2]), scores, multilabel=False) == pytest.approx(
-        {"accuracy": 0.75, "macro_f1": (1 + 2 / 3 + 2 / 3) / 3})
-    y = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 0]], np.float32)   # tags 1 and 2 have one class only
+        {"accuracy": 0.75, "macro_f1": (1 + 2 / 3 + 2 / 3) / 3}
+    )
+    y = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 0]], np.float32)  # tags 1 and 2 have one class only
     s = np.array([[0.9, 0.8, 0.1], [0.2, 0.7, 0.6], [0.4, 0.3, 0.2]])
     # tag 0: positives 0.9, 0.4 against negative 0.2 → AUC 1; micro-F1: TP 3, FP 1, FN 2 → 6 / 9
     assert probe.score(y, s, multilabel=True) == pytest.approx({"macro_auc": 1.0, "auc_tags": 1, "micro_f1": 6 / 9})
@@ -85,9 +93,9 @@ def test_labels_use_the_main_genre_and_frequent_tags():
     classes, labels = probe.facet_labels(prepared, "genre", min_positives=5)
     assert classes == ("Jazz", "Rock") and set(labels) == {"train", "test"}
     positions, y = labels["test"]
-    assert positions.tolist() == [12, 14] and y.tolist() == [1, 0]   # Jazz+Rock → Rock (6 > 5); Blues dropped
+    assert positions.tolist() == [12, 14] and y.tolist() == [1, 0]  # Jazz+Rock → Rock (6 > 5); Blues dropped
     classes, labels = probe.facet_labels(prepared, "mood", min_positives=5)
-    assert classes == ("Jazz", "Rock") and labels["test"][0].tolist() == [12, 13, 14]   # rows kept, all-negative
+    assert classes == ("Jazz", "Rock") and labels["test"][0].tolist() == [12, 13, 14]  # rows kept, all-negative
     assert labels["test"][1].tolist() == [[1, 1], [0, 0], [1, 0]]
 
 
@@ -118,7 +126,7 @@ def test_probe_run_reports_writes_and_repeats(tiny_run, facet):
     assert saved["results"] == report.results and saved["classes"] == list(report.classes)
     assert "| trained (best) |" in report.table and "| untrained |" in report.table
     again = probe.probe_run(tiny_run, facet, epochs=20, say=lambda _: None)
-    assert again.results == report.results                           # same seed, same figures
+    assert again.results == report.results  # same seed, same figures
     if facet == "genre":
         alone = probe.probe_run(tiny_run, facet, epochs=20, untrained=False, say=lambda _: None)
         assert set(alone.results) == {"trained", "trivial"} and alone.results["trained"] == report.results["trained"]
@@ -126,7 +134,7 @@ def test_probe_run_reports_writes_and_repeats(tiny_run, facet):
 
 def test_probe_run_errors(tmp_path):
     with pytest.raises(DataError, match="allowed are genre, style, mood, theme"):
-        probe.probe_run(tmp_path, "artist", say=lambda _: None)   # checked before anything is read
+        probe.probe_run(tmp_path, "artist", say=lambda _: None)  # checked before anything is read
     with pytest.raises(DataError, match="not a run folder"):
         probe.probe_run(tmp_path, "genre", say=lambda _: None)
 
@@ -134,7 +142,11 @@ def test_probe_run_errors(tmp_path):
 @pytest.mark.slow
 def test_keras_example_runs_on_a_run(tiny_run):
     example = Path(__file__).parents[1] / "examples" / "probe_keras.py"
-    done = subprocess.run([sys.executable, str(example), "--run", str(tiny_run), "--epochs", "3"],
-                          capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = subprocess.run(
+        [sys.executable, str(example), "--run", str(tiny_run), "--epochs", "3"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test accuracy" in done.stdout and "always the most common genre" in done.stdout

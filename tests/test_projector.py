@@ -54,11 +54,13 @@ def test_tensorboard_serves_our_vectors_and_metadata(tmp_path):
     rng = np.random.default_rng(0)
     vectors = (rng.standard_normal((5, 3)) * [1e-30, 1.0, 1e30]).astype(np.float32)
     vectors[0] = [1 / 3, np.float32(1e-45), -0.0]  # a repeating fraction, the smallest subnormal
-    metadata = pd.DataFrame({
-        "track_id": ["T0", "T1", "T2", "T3", "T4"],
-        "genre\tlist": ["Pop/Rock; Jazz", "Tab\tin tag", "line\nbreak\r\n", "", None],
-        "note": ['say "hi"', "a,b", " ", np.nan, "Rock en Español"],
-    })
+    metadata = pd.DataFrame(
+        {
+            "track_id": ["T0", "T1", "T2", "T3", "T4"],
+            "genre\tlist": ["Pop/Rock; Jazz", "Tab\tin tag", "line\nbreak\r\n", "", None],
+            "note": ['say "hi"', "a,b", " ", np.nan, "Rock en Español"],
+        }
+    )
     folder = write_projector(tmp_path / "projector", vectors, metadata)
 
     got, columns, rows = served(folder)
@@ -81,45 +83,68 @@ def test_one_metadata_column_is_written_without_header(tmp_path):
     assert columns == ["label"] and rows == [{"label": "a.mp3"}, {"label": "b.mp3"}]
 
 
-@pytest.mark.parametrize("embeddings, rows, message", [
-    (np.array([[0.0, 1.0, 2.0], [3.0, 4.0, np.nan]]), 2,
-     r"not finite in float32 at 1 of 6 values, the first at row 1, column 2 \(nan\)"),
-    (np.array([[np.inf, 0.0]]), 1, r"not finite in float32 at 1 of 2 values, the first at row 0, column 0 \(inf\)"),
-    (np.array([[1e39, 0.0]]), 1, r"not finite in float32 at 1 of 2 values, the first at row 0, column 0 \(inf\)"),
-    (np.zeros(3), 3, r"shape \(3,\); need 2-D \[N, d\]"),
-    (np.zeros((1, 3, 2)), 1, r"shape \(1, 3, 2\); need 2-D"),
-    (np.zeros((0, 3)), 0, r"shape \(0, 3\); need .* N >= 1"),
-    (np.zeros((3, 4)), 2, r"3 rows, but metadata has 2; need one metadata row per vector"),
-    ([["a", "b"]], 1, r"not numbers"),
-])
+@pytest.mark.parametrize(
+    "embeddings, rows, message",
+    [
+        (
+            np.array([[0.0, 1.0, 2.0], [3.0, 4.0, np.nan]]),
+            2,
+            r"not finite in float32 at 1 of 6 values, the first at row 1, column 2 \(nan\)",
+        ),
+        (np.array([[np.inf, 0.0]]), 1, r"not finite in float32 at 1 of 2 values, the first at row 0, column 0 \(inf\)"),
+        (np.array([[1e39, 0.0]]), 1, r"not finite in float32 at 1 of 2 values, the first at row 0, column 0 \(inf\)"),
+        (np.zeros(3), 3, r"shape \(3,\); need 2-D \[N, d\]"),
+        (np.zeros((1, 3, 2)), 1, r"shape \(1, 3, 2\); need 2-D"),
+        (np.zeros((0, 3)), 0, r"shape \(0, 3\); need .* N >= 1"),
+        (np.zeros((3, 4)), 2, r"3 rows, but metadata has 2; need one metadata row per vector"),
+        ([["a", "b"]], 1, r"not numbers"),
+    ],
+)
 def test_bad_embeddings_say_what_is_wrong_and_write_nothing(tmp_path, embeddings, rows, message):
     with pytest.raises(ArgumentError, match=f"^embeddings: {message}"):
         write_projector(tmp_path / "out", embeddings, pd.DataFrame({"id": range(rows), "x": 0}))
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("metadata, name, message", [
-    ([["a"]], "embeddings", r"^metadata: got list; need a pandas DataFrame"),
-    (pd.DataFrame(index=[0]), "embeddings", r"^metadata: has no columns"),
-    (pd.DataFrame({"a b": [1], "a\tb": [2]}), "embeddings", r"^metadata: column names \['a b', 'a b'\] repeat"),
-    (pd.DataFrame({"a": [1], "b": [2]}), "../up", r"^name: '\.\./up' is not allowed"),
-    (pd.DataFrame({"a": [1], "b": [2]}), "metadata", r"^name: 'metadata' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "metadata, name, message",
+    [
+        ([["a"]], "embeddings", r"^metadata: got list; need a pandas DataFrame"),
+        (pd.DataFrame(index=[0]), "embeddings", r"^metadata: has no columns"),
+        (pd.DataFrame({"a b": [1], "a\tb": [2]}), "embeddings", r"^metadata: column names \['a b', 'a b'\] repeat"),
+        (pd.DataFrame({"a": [1], "b": [2]}), "../up", r"^name: '\.\./up' is not allowed"),
+        (pd.DataFrame({"a": [1], "b": [2]}), "metadata", r"^name: 'metadata' is not allowed"),
+    ],
+)
 def test_bad_metadata_or_name(tmp_path, metadata, name, message):
     with pytest.raises(ArgumentError, match=message):
         write_projector(tmp_path / "out", np.ones((1, 2)), metadata, name=name)
 
 
 def test_projector_metadata_gives_a_colouring_label_and_the_list_per_tag_set():
-    table = pd.DataFrame({"track_id": ["T1", "T2"], "title": ["One", "Two"], "artist": ["A", "B"],
-                          "album": ["X", "Y"], "split": ["test", "test"],
-                          "genres": ["Electronic; Pop/Rock", "Jazz"], "moods": ["", "Calm; Sad"]},
-                         index=[7, 3])
+    table = pd.DataFrame(
+        {
+            "track_id": ["T1", "T2"],
+            "title": ["One", "Two"],
+            "artist": ["A", "B"],
+            "album": ["X", "Y"],
+            "split": ["test", "test"],
+            "genres": ["Electronic; Pop/Rock", "Jazz"],
+            "moods": ["", "Calm; Sad"],
+        },
+        index=[7, 3],
+    )
     got = projector_metadata(table, ["genres", "moods"])
-    assert got.to_dict("list") == {"track_id": ["T1", "T2"], "title": ["One", "Two"], "artist": ["A", "B"],
-                                   "album": ["X", "Y"], "genre": ["Electronic", "Jazz"],
-                                   "genres": ["Electronic; Pop/Rock", "Jazz"], "mood": ["", "Calm"],
-                                   "moods": ["", "Calm; Sad"]}
+    assert got.to_dict("list") == {
+        "track_id": ["T1", "T2"],
+        "title": ["One", "Two"],
+        "artist": ["A", "B"],
+        "album": ["X", "Y"],
+        "genre": ["Electronic", "Jazz"],
+        "genres": ["Electronic; Pop/Rock", "Jazz"],
+        "mood": ["", "Calm"],
+        "moods": ["", "Calm; Sad"],
+    }
     assert list(got.columns) == ["track_id", "title", "artist", "album", "genre", "genres", "mood", "moods"]
     with pytest.raises(ArgumentError, match="table has no column themes; it has track_id"):
         projector_metadata(table, ["genres", "themes"])
@@ -127,8 +152,8 @@ def test_projector_metadata_gives_a_colouring_label_and_the_list_per_tag_set():
 
 def test_write_run_projector_shows_the_test_split_aligned_with_its_tracks(tiny_run, tmp_path):
     from msd_triplet.featurecache import FeatureCache, cache_dir
-    from msd_triplet.runs import run_config
     from msd_triplet.prepare import load_prepared
+    from msd_triplet.runs import run_config
     from msd_triplet.training import embed_rows, load_run_model
 
     config = run_config(tiny_run)
@@ -139,8 +164,20 @@ def test_write_run_projector_shows_the_test_split_aligned_with_its_tracks(tiny_r
     vectors, columns, rows = served(write_run_projector(tiny_run, tmp_path / "projector"))
     assert vectors.shape == (len(test_ids), config.model.embedding_dim)
     assert [r["track_id"] for r in rows] == test_ids
-    assert columns == ["track_id", "title", "artist", "album", "genre", "genres", "style", "styles",
-                       "mood", "moods", "theme", "themes"]
+    assert columns == [
+        "track_id",
+        "title",
+        "artist",
+        "album",
+        "genre",
+        "genres",
+        "style",
+        "styles",
+        "mood",
+        "moods",
+        "theme",
+        "themes",
+    ]
     # row i is track i: its vector is the model's embedding of that track, its tags are that track's
     cache = FeatureCache(cache_dir(config))
     expected = embed_rows(load_run_model(tiny_run, "best"), cache, cache.rows(np.array(test_ids)))
@@ -185,13 +222,37 @@ def test_cli_projector_and_embed_projector(tiny_run, prepared_root, tmp_path):
     assert len(vectors) > 0
 
     audio = sorted((prepared_root / "audio").glob("*.wav"))[:2]
-    result = runner.invoke(main, ["embed", *map(str, audio), "--model", str(tiny_run), "--out",
-                                  str(tmp_path / "e.npy"), "--workers", "1", "--projector", str(tmp_path / "q")])
+    result = runner.invoke(
+        main,
+        [
+            "embed",
+            *map(str, audio),
+            "--model",
+            str(tiny_run),
+            "--out",
+            str(tmp_path / "e.npy"),
+            "--workers",
+            "1",
+            "--projector",
+            str(tmp_path / "q"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     vectors, columns, _ = served(tmp_path / "q")
     np.testing.assert_array_equal(vectors, np.load(tmp_path / "e.npy"))
 
-    result = runner.invoke(main, ["embed", str(audio[0]), "--model", str(tiny_run), "--out",
-                                  str(tmp_path / "e.csv"), "--projector", str(tmp_path / "r")])
+    result = runner.invoke(
+        main,
+        [
+            "embed",
+            str(audio[0]),
+            "--model",
+            str(tiny_run),
+            "--out",
+            str(tmp_path / "e.csv"),
+            "--projector",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2 and "--projector needs the .npy output" in result.output
     assert not (tmp_path / "e.csv").exists()

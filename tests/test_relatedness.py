@@ -38,16 +38,16 @@ def example(kind: str, n: int = 9, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "cosine":
         v = rng.standard_normal((n, 5))
-        v[[2, 6]] = 0.0                      # zero rows relate 0 to all
-        v[4] = v[3] * 2.5                    # cosine 1
+        v[[2, 6]] = 0.0  # zero rows relate 0 to all
+        v[4] = v[3] * 2.5  # cosine 1
         return v.astype(np.float32)
     if kind == "jaccard":
         v = (rng.random((n, 6)) < 0.35).astype(np.float32)
-        v[[1, 5]] = 0.0                      # two empty tag sets: empty union between them
-        v[7] = v[8]                          # identical sets: 1
+        v[[1, 5]] = 0.0  # two empty tag sets: empty union between them
+        v[7] = v[8]  # identical sets: 1
         return v
     labels = rng.integers(0, 3, n).astype(np.float32)
-    labels[[0, 4]] = -1                      # unknown: relates 0 even to each other
+    labels[[0, 4]] = -1  # unknown: relates 0 even to each other
     return labels[:, None]
 
 
@@ -59,8 +59,11 @@ def test_tf_numpy_and_xla_agree_with_brute_force(kind):
     assert eager.dtype == np.float32 and eager.shape == (len(v), len(v))
     np.testing.assert_allclose(eager, expected, atol=1e-6)
     np.testing.assert_allclose(rel.relatedness_numpy(v, kind), eager, atol=1e-6)
-    xla = tf.function(lambda x: rel.relatedness_matrix(x, kind), jit_compile=True,
-                      input_signature=[tf.TensorSpec([None, v.shape[1]], tf.float32)])
+    xla = tf.function(
+        lambda x: rel.relatedness_matrix(x, kind),
+        jit_compile=True,
+        input_signature=[tf.TensorSpec([None, v.shape[1]], tf.float32)],
+    )
     np.testing.assert_allclose(xla(v).numpy(), eager, atol=1e-6)
     np.testing.assert_allclose(xla(v[:4]).numpy(), expected[:4, :4], atol=1e-6)  # another batch size
     block = rel.relatedness_block(v[:3], v, kind)
@@ -78,11 +81,17 @@ def test_zero_norm_is_the_loss_one():
 
 def test_hand_computed_cases():
     tags = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]], np.float32)
-    np.testing.assert_allclose(rel.relatedness_matrix(tags, "jaccard").numpy(),
-                               [[0, .5, 0, 0], [.5, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_allclose(
+        rel.relatedness_matrix(tags, "jaccard").numpy(), [[0, 0.5, 0, 0], [0.5, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    )
     labels = np.array([[3], [3], [-1], [-1], [0]], np.float32)
     assert rel.relatedness_matrix(labels, "label").numpy().tolist() == [
-        [0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+        [0, 1, 0, 0, 0],
+        [1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+    ]
     with pytest.raises(ArgumentError, match="relatedness kind 'dot'"):
         rel.relatedness_matrix(labels, "dot")
 
@@ -93,15 +102,27 @@ def test_hand_computed_cases():
 def tiny_prepared(with_genres: bool = True) -> PreparedData:
     """Five tracks: genre counts Rock 3, Blues 2, Jazz 2 (a tie, Blues first), one track without a genre."""
     ids = np.array([f"TR{i}" for i in range(5)])
-    tracks = pd.DataFrame({"track_id": ids, "artist_id": ["ARz", "ARa", "ARz", "ARm", "ARa"],
-                           "album_id": ["a1", "a2", "a3", "a4", "a5"],
-                           "split": ["train", "train", "test", "train", "test"], "audio_path": ids})
-    genres = sp.csr_matrix(np.array([[1, 1, 0],    # Blues, Jazz (tie 2-2) -> Blues
-                                     [0, 1, 1],    # Jazz, Rock -> Rock (3)
-                                     [0, 0, 1],    # Rock
-                                     [1, 0, 1],    # Blues, Rock -> Rock
-                                     [0, 0, 0]],   # none -> -1
-                                    np.float32))
+    tracks = pd.DataFrame(
+        {
+            "track_id": ids,
+            "artist_id": ["ARz", "ARa", "ARz", "ARm", "ARa"],
+            "album_id": ["a1", "a2", "a3", "a4", "a5"],
+            "split": ["train", "train", "test", "train", "test"],
+            "audio_path": ids,
+        }
+    )
+    genres = sp.csr_matrix(
+        np.array(
+            [
+                [1, 1, 0],  # Blues, Jazz (tie 2-2) -> Blues
+                [0, 1, 1],  # Jazz, Rock -> Rock (3)
+                [0, 0, 1],  # Rock
+                [1, 0, 1],  # Blues, Rock -> Rock
+                [0, 0, 0],
+            ],  # none -> -1
+            np.float32,
+        )
+    )
     moods = sp.csr_matrix(np.array([[1, 0], [0, 0], [1, 1], [0, 1], [1, 0]], np.float32))
     matrices = {"moods": TagMatrix("moods", ids, ("Calm", "Sad"), moods)}
     if with_genres:
@@ -167,7 +188,7 @@ def test_calibration_on_a_known_jaccard_case():
     albums = ["a", "b", "c", "d", "a"]
     assert rel.pair_shares(tags, "jaccard", albums, 1.0, 0.5) == (2 / 9, 4 / 9)
     c = rel.calibrate_thresholds(tags, "jaccard", albums, positive_share=0.2, negative_share=0.4)
-    assert (c.positive_threshold, c.negative_threshold) == (1.0, 0.5)     # values that occur
+    assert (c.positive_threshold, c.negative_threshold) == (1.0, 0.5)  # values that occur
     assert (c.positive_share, c.negative_share) == (2 / 9, 4 / 9) and c.exact
     assert (c.target_positive_share, c.target_negative_share) == (0.2, 0.4)
     # targets adding up to more than all pairs: the closest thresholds cross (positive 0, negative

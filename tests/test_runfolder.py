@@ -14,11 +14,19 @@ def test_every_file_of_a_run_has_its_name(tmp_path):
     run = RunFolder(str(tmp_path / "demo"))
     root = tmp_path / "demo"
     assert run.path == root and isinstance(run.path, Path)
-    assert {name: getattr(run, name) for name in ("config", "state", "run_info", "log", "lsi", "tensorboard",
-                                                  "checkpoints", "savedmodel")} == {
-        "config": root / "config.yaml", "state": root / "state.json", "run_info": root / "run.json",
-        "log": root / "log.csv", "lsi": root / "lsi.npz", "tensorboard": root / "tensorboard",
-        "checkpoints": root / "checkpoints", "savedmodel": root / "savedmodel"}
+    assert {
+        name: getattr(run, name)
+        for name in ("config", "state", "run_info", "log", "lsi", "tensorboard", "checkpoints", "savedmodel")
+    } == {
+        "config": root / "config.yaml",
+        "state": root / "state.json",
+        "run_info": root / "run.json",
+        "log": root / "log.csv",
+        "lsi": root / "lsi.npz",
+        "tensorboard": root / "tensorboard",
+        "checkpoints": root / "checkpoints",
+        "savedmodel": root / "savedmodel",
+    }
     assert run.checkpoint("best") == root / "checkpoints" / "best.keras"
     assert run.checkpoint("last") == root / "checkpoints" / "last.keras"
     assert run.epoch_weights(7) == root / "checkpoints" / "epoch-007.weights.h5"
@@ -31,12 +39,20 @@ def test_every_file_of_a_run_has_its_name(tmp_path):
 def test_evaluation_files_carry_the_split_unless_test(tmp_path):
     run = RunFolder(tmp_path)
     assert (run.metrics(), run.metrics_md(), run.per_query()) == (
-        tmp_path / "metrics.json", tmp_path / "metrics.md", tmp_path / "per_query.npz")
+        tmp_path / "metrics.json",
+        tmp_path / "metrics.md",
+        tmp_path / "per_query.npz",
+    )
     assert (run.metrics("test"), run.metrics_md("test"), run.per_query("test")) == (
-        tmp_path / "metrics.json", tmp_path / "metrics.md", tmp_path / "per_query.npz")
+        tmp_path / "metrics.json",
+        tmp_path / "metrics.md",
+        tmp_path / "per_query.npz",
+    )
     assert (run.metrics("validation"), run.metrics_md("validation"), run.per_query("validation")) == (
-        tmp_path / "metrics-validation.json", tmp_path / "metrics-validation.md",
-        tmp_path / "per_query-validation.npz")
+        tmp_path / "metrics-validation.json",
+        tmp_path / "metrics-validation.md",
+        tmp_path / "per_query-validation.npz",
+    )
     assert run.per_query("all") == tmp_path / "per_query-all.npz"
     assert split_file("metrics.json", "train") == "metrics-train.json"
 

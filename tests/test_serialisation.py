@@ -36,15 +36,26 @@ def _cases():
         obj.update_state(y_true, y_pred)
         return np.asarray(obj.result())
 
-    loss_args = dict(positive_threshold=0.7, negative_threshold=0.1, margin=0.3, mining="batch_all",
-                     album_filter=False, soft_margin=True, relatedness="cosine")
-    mel_args = dict(sample_rate=16_000, n_fft=1_024, hop_length=256, n_mels=40, fmin=30.0, fmax=7_000.0,
-                    log_floor=1e-5, name="mel")
+    loss_args = dict(
+        positive_threshold=0.7,
+        negative_threshold=0.1,
+        margin=0.3,
+        mining="batch_all",
+        album_filter=False,
+        soft_margin=True,
+        relatedness="cosine",
+    )
+    mel_args = dict(
+        sample_rate=16_000, n_fft=1_024, hop_length=256, n_mels=40, fmin=30.0, fmax=7_000.0, log_floor=1e-5, name="mel"
+    )
     return {  # key: (class, non-default arguments, what it computes)
         "msd_triplet>LogMel": (LogMel, mel_args, layer_output),
         "msd_triplet>LsiTripletLoss": (LsiTripletLoss, dict(loss_args, name="custom_loss"), loss_output),
-        "msd_triplet>TripletStatistic": (TripletStatistic, dict(loss_args, statistic="active_triplets", name="act"),
-                                         metric_output),
+        "msd_triplet>TripletStatistic": (
+            TripletStatistic,
+            dict(loss_args, statistic="active_triplets", name="act"),
+            metric_output,
+        ),
     }
 
 

@@ -110,8 +110,9 @@ def test_shared_tags_are_the_intersection_of_the_tag_rows(client, browser):
         theirs = {f: set(browser.tracks.loc[row["track_id"], f].split("; ")) - {""} for f in browser.facets}
         for facet in browser.facets:
             assert set(row["shared"][facet]) == mine[facet] & theirs[facet]
-        assert row["shared"]["artist"] == (browser.tracks.loc[row["track_id"], "artist_id"]
-                                           == browser.tracks.loc[query, "artist_id"])
+        assert row["shared"]["artist"] == (
+            browser.tracks.loc[row["track_id"], "artist_id"] == browser.tracks.loc[query, "artist_id"]
+        )
 
 
 def test_segment_is_the_seconds_the_model_saw(client, browser):
@@ -125,9 +126,9 @@ def test_segment_is_the_seconds_the_model_saw(client, browser):
     original, native = sf.read(browser.audio_file(track), dtype="float32")
     assert native == sr == features.sample_rate
     start = int(features.offset * sr)
-    reference = original[start:start + len(served)]
+    reference = original[start : start + len(served)]
     assert len(served) == int(round(features.duration * sr))
-    np.testing.assert_allclose(served, reference, atol=1 / 2 ** 15 + 1e-6)  # 16-bit quantisation
+    np.testing.assert_allclose(served, reference, atol=1 / 2**15 + 1e-6)  # 16-bit quantisation
 
 
 def test_whole_file_byte_for_byte_with_ranges(client, browser):
@@ -146,7 +147,7 @@ def test_map_has_every_track_and_a_label_per_point(client, browser):
     assert {p[3] for p in body["points"]} == set(browser.track_ids)
     xy = np.array([p[:2] for p in body["points"]])
     assert xy.min() >= 0 and xy.max() <= 1
-    for x, y, label, track, *_ in body["points"]:
+    for _x, _y, label, track, *_ in body["points"]:
         name = body["labels"][label]
         assert name == "other" or name in browser.tracks.loc[track, "moods"].split("; ")
     assert client.get("/api/map?facet=nonsense").status_code == 404
@@ -182,13 +183,16 @@ def test_upload_of_a_track_finds_that_track_first(client, browser):
     assert body["neighbours"][0]["distance"] < 1e-6
 
 
-@pytest.mark.parametrize("data, name, status, words", [
-    (b"this is not audio at all" * 100, "fake.mp3", 422, "fake.mp3: cannot decode audio"),
-    (None, "short.wav", 422, "short.wav"),
-    (b"", "empty.wav", 422, "empty"),
-    (b"RIFF....", "notes.txt", 415, "notes.txt: not an audio file type"),
-    (b"x" * 2_100_000, "huge.wav", 413, "upload too large"),
-])
+@pytest.mark.parametrize(
+    "data, name, status, words",
+    [
+        (b"this is not audio at all" * 100, "fake.mp3", 422, "fake.mp3: cannot decode audio"),
+        (None, "short.wav", 422, "short.wav"),
+        (b"", "empty.wav", 422, "empty"),
+        (b"RIFF....", "notes.txt", 415, "notes.txt: not an audio file type"),
+        (b"x" * 2_100_000, "huge.wav", 413, "upload too large"),
+    ],
+)
 def test_bad_uploads_get_a_message_and_a_4xx(client, data, name, status, words):
     if data is None:
         data = wav_bytes(2.0)  # shorter than offset + duration

@@ -61,11 +61,14 @@ def page(server):
         page.on("pageerror", lambda exc: page.problems.append(f"page error: {exc}"))
         page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
         # media elements abort their own range requests when they reload: only other failures count
-        page.on("requestfailed", lambda r: r.resource_type != "media"
-                and page.problems.append(f"request failed: {r.url} ({r.failure})"))
+        page.on(
+            "requestfailed",
+            lambda r: r.resource_type != "media" and page.problems.append(f"request failed: {r.url} ({r.failure})"),
+        )
         external = []
-        page.route(lambda url: not url.startswith(server[0]), lambda route: (external.append(route.request.url),
-                                                                             route.abort()))
+        page.route(
+            lambda url: not url.startswith(server[0]), lambda route: (external.append(route.request.url), route.abort())
+        )
         page.external = external
         yield page
         chromium.close()
@@ -94,8 +97,11 @@ def test_page_loads_and_a_query_shows_neighbours_with_playable_audio(page, serve
     first.click()
     page.wait_for_selector(f"body[data-loaded='{track}'] #neighbours tbody tr")
     query = time.perf_counter() - started
-    log(capsys, f"tiny run ({len(browser.track_ids)} tracks): page load {load * 1000:.0f} ms, "
-                f"one query {query * 1000:.0f} ms (bound {PAGE_SECONDS * 1000:.0f} ms each)")
+    log(
+        capsys,
+        f"tiny run ({len(browser.track_ids)} tracks): page load {load * 1000:.0f} ms, "
+        f"one query {query * 1000:.0f} ms (bound {PAGE_SECONDS * 1000:.0f} ms each)",
+    )
     assert load <= PAGE_SECONDS and query <= PAGE_SECONDS
 
     rows = page.locator("#neighbours tbody tr")
@@ -109,9 +115,12 @@ def test_page_loads_and_a_query_shows_neighbours_with_playable_audio(page, serve
         assert response.status == 200, source
         assert response.headers["content-type"].startswith("audio/"), response.headers
     # the browser itself decodes the segment and the file: their durations become known
-    durations = page.eval_on_selector_all("#neighbours tr:first-child audio", """els => Promise.all(els.map(a =>
+    durations = page.eval_on_selector_all(
+        "#neighbours tr:first-child audio",
+        """els => Promise.all(els.map(a =>
         new Promise(done => { a.onloadedmetadata = () => done(a.duration); a.onerror = () => done(-1);
-                              a.preload = "metadata"; a.load(); })))""")
+                              a.preload = "metadata"; a.load(); })))""",
+    )
     features = browser.config.features
     assert abs(durations[0] - features.duration) < 0.05, durations
     assert durations[1] > features.offset + features.duration - 0.05, durations
@@ -200,4 +209,3 @@ def test_run_view_shows_metrics_with_intervals_and_curves(page, server):
     else:
         assert "Not evaluated yet" in caption
     assert page.problems == []
-

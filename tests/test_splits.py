@@ -33,14 +33,17 @@ def _check(artists, splits, proportions, slack=1.0):
 
 
 proportions_strategy = st.one_of(
-    st.just(PAPER_SPLIT_PROPORTIONS),
-    st.tuples(*[st.floats(0.02, 1.0, allow_nan=False)] * 3),
+    st.just(PAPER_SPLIT_PROPORTIONS), st.tuples(*[st.floats(0.02, 1.0, allow_nan=False)] * 3)
 )
 
 
 @settings(max_examples=150, deadline=None)
-@given(sizes=st.lists(st.integers(1, 50), min_size=3, max_size=300),
-       proportions=proportions_strategy, seed=st.integers(0, 2**32 - 1), shuffle=st.integers(0, 1000))
+@given(
+    sizes=st.lists(st.integers(1, 50), min_size=3, max_size=300),
+    proportions=proportions_strategy,
+    seed=st.integers(0, 2**32 - 1),
+    shuffle=st.integers(0, 1000),
+)
 def test_split_properties(sizes, proportions, seed, shuffle):
     artists = _tracks(sizes, shuffle)
     greedy = split_by_artist(artists, proportions, seed=seed, fill_empty=False)
@@ -90,7 +93,9 @@ def test_too_few_artists():
         split_by_artist(["a", "a", "b"], seed=0)
 
 
-@pytest.mark.parametrize("proportions", [(0.5, 0.5), (0.8, 0.0, 0.2), (0.8, -0.1, 0.3), (1, float("nan"), 1), ("a", 1, 1)])
+@pytest.mark.parametrize(
+    "proportions", [(0.5, 0.5), (0.8, 0.0, 0.2), (0.8, -0.1, 0.3), (1, float("nan"), 1), ("a", 1, 1)]
+)
 def test_bad_proportions(proportions):
     with pytest.raises(ConfigError, match="split proportions: expected three positive numbers"):
         split_by_artist(["a", "b", "c"], proportions, seed=0)

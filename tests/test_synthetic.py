@@ -22,8 +22,11 @@ SMALL = 60
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def test_audio_files_have_the_promised_formats_and_breakage(demo):
             continue
         if kind in ("empty", "not_audio"):
             assert path.stat().st_size == 0 if kind == "empty" else path.stat().st_size > 0
-            with pytest.raises(Exception):
+            with pytest.raises((sf.LibsndfileError, RuntimeError)):
                 sf.read(path)
             continue
         if kind == "truncated":
@@ -189,8 +192,11 @@ def test_mood_effects_add_up():
 
 def _pairs_brute_force(sets, albums, artists):
     same = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets)) if sets[i] == sets[j]]
-    return (len(same), sum(albums[i] != albums[j] for i, j in same) / len(same),
-            sum(artists[i] != artists[j] for i, j in same) / len(same))
+    return (
+        len(same),
+        sum(albums[i] != albums[j] for i, j in same) / len(same),
+        sum(artists[i] != artists[j] for i, j in same) / len(same),
+    )
 
 
 def test_pair_statistics_equal_a_loop_over_pairs():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_run_config
+
 from msd_triplet.config import load_config
 from msd_triplet.errors import DataError, MsdTripletError
 
@@ -38,8 +38,17 @@ def test_fit_writes_a_complete_run_folder(prepared_root, tmp_path):
     result = fit(config, verbose=0, say=lambda _: None)
     run = tmp_path / config.name
     assert result.run_dir == run and result.epochs == 2 and not result.stopped_early
-    for name in ("config.yaml", "run.json", "lsi.npz", "state.json", "log.csv", "checkpoints/last.keras",
-                 "checkpoints/best.keras", "checkpoints/epoch-001.weights.h5", "checkpoints/epoch-002.weights.h5"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "lsi.npz",
+        "state.json",
+        "log.csv",
+        "checkpoints/last.keras",
+        "checkpoints/best.keras",
+        "checkpoints/epoch-001.weights.h5",
+        "checkpoints/epoch-002.weights.h5",
+    ):
         assert (run / name).is_file(), name
     assert (run / "tensorboard").is_dir()
     assert load_config(run / "config.yaml") == config
@@ -66,8 +75,14 @@ def test_fit_writes_a_complete_run_folder(prepared_root, tmp_path):
 def test_same_seed_gives_bitwise_identical_weights(prepared_root, tmp_path, precision):
     from msd_triplet.training import fit
 
-    runs = [fit(_config(prepared_root, tmp_path / name, seed=seed, epochs=1, precision=precision), verbose=0,
-                say=lambda _: None) for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    runs = [
+        fit(
+            _config(prepared_root, tmp_path / name, seed=seed, epochs=1, precision=precision),
+            verbose=0,
+            say=lambda _: None,
+        )
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    ]
     a, b, c = (_weights(r.run_dir, 1) for r in runs)
     assert len(a) > 10 and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
@@ -98,8 +113,13 @@ def test_resume_after_kill_loses_only_the_running_epoch(prepared_root, tmp_path)
 
     config_path = write_run_config(prepared_root, tmp_path / "killed", epochs=4, name="killed.yaml")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(config_path)], env=env, capture_output=True,
-                          text=True, cwd=Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(config_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     config = load_config(config_path)
     run = tmp_path / "killed" / config.name
@@ -154,9 +174,11 @@ def test_evaluate_run_writes_metrics_with_intervals_beside_an_untrained_model(ti
         assert np.nanmean(trained) == pytest.approx(saved["facets"][facet]["precision"], abs=1e-12)
         difference = saved["difference"][facet]
         assert difference["difference"] == pytest.approx(
-            saved["facets"][facet]["precision"] - saved["untrained"][facet]["precision"], abs=1e-12)
+            saved["facets"][facet]["precision"] - saved["untrained"][facet]["precision"], abs=1e-12
+        )
         assert [difference["ci_low"], difference["ci_high"]] == list(
-            paired_bootstrap_interval(trained, untrained, seed=config.seed))
+            paired_bootstrap_interval(trained, untrained, seed=config.seed)
+        )
     # the figures are those of the model's own embeddings of the test tracks, and of a fresh model
     settings = BootstrapSettings.from_config(config)
     facet_map = evaluation.facets_from_prepared(prepared, positions)
@@ -179,10 +201,12 @@ def test_album_bootstrap_and_the_untrained_model_alone(tiny_run, tmp_path):
     from msd_triplet.uncertainty import bootstrap_interval, cluster_labels
 
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard", "savedmodel*", "metrics.*",
-                                                                  "per_query.npz"))
-    config = with_overrides(load_config(run / "config.yaml"), {"evaluation.bootstrap_unit": "album",
-                                                                "evaluation.bootstrap_resamples": 200})
+    shutil.copytree(
+        tiny_run, run, ignore=shutil.ignore_patterns("tensorboard", "savedmodel*", "metrics.*", "per_query.npz")
+    )
+    config = with_overrides(
+        load_config(run / "config.yaml"), {"evaluation.bootstrap_unit": "album", "evaluation.bootstrap_resamples": 200}
+    )
     save_config(config, run / "config.yaml")
     report = runs.evaluate_run(run, untrained=False, say=lambda _: None)
     assert report.untrained is None and report.difference is None and "untrained" not in report.table
@@ -192,7 +216,8 @@ def test_album_bootstrap_and_the_untrained_model_alone(tiny_run, tmp_path):
     assert len(set(albums.tolist())) < len(albums)  # the test split has albums of several tracks
     for facet, values in per_query.models["trained"].items():
         assert (report.results[facet]["ci_low"], report.results[facet]["ci_high"]) == bootstrap_interval(
-            values, n_resamples=200, seed=config.seed, clusters=albums)
+            values, n_resamples=200, seed=config.seed, clusters=albums
+        )
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["bootstrap"]["unit"] == "album" and saved["difference"] is None
     # the untrained model depends on the seed and the architecture only: another LSI size, same figures
@@ -266,16 +291,21 @@ def test_warm_up_trains_batch_all_then_switches_and_resumes_across_the_switch(pr
     split = _with(_config(prepared_root, tmp_path / "split", epochs=1), warmup_epochs=1)
     fit(split, **quiet)
     resumed = fit(_with(split, epochs=2), resume=True, **quiet)
-    assert all(np.allclose(x, y, rtol=0, atol=1e-6)
-               for x, y in zip(_weights(resumed.run_dir, 2), _weights(result.run_dir, 2)))
+    assert all(
+        np.allclose(x, y, rtol=0, atol=1e-6) for x, y in zip(_weights(resumed.run_dir, 2), _weights(result.run_dir, 2))
+    )
 
 
 def test_related_batches_change_the_batches_and_stay_deterministic(prepared_root, tmp_path):
     from msd_triplet.training import fit
 
     quiet = dict(verbose=0, say=lambda _: None)
-    related = [fit(_with(_config(prepared_root, tmp_path / name, epochs=1), batch_composition="related",
-                         group_size=2), **quiet) for name in ("a", "b")]
+    related = [
+        fit(
+            _with(_config(prepared_root, tmp_path / name, epochs=1), batch_composition="related", group_size=2), **quiet
+        )
+        for name in ("a", "b")
+    ]
     shuffled = fit(_config(prepared_root, tmp_path / "c", epochs=1), **quiet)
     a, b, c = (_weights(r.run_dir, 1) for r in (*related, shuffled))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -20,15 +20,30 @@ from msd_triplet.uncertainty import (
 
 
 def scipy_interval(values, seed, n_resamples=1000, level=0.95, batch=None):
-    res = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=level, batch=batch,
-                          method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        batch=batch,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def scipy_paired(a, b, seed, n_resamples=1000, level=0.95):
-    res = stats.bootstrap((a, b), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis), paired=True,
-                          n_resamples=n_resamples, confidence_level=level, method="percentile", vectorized=True,
-                          rng=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (a, b),
+        lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
+        paired=True,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -120,8 +135,12 @@ def test_cluster_interval_is_wider_when_queries_come_in_albums():
 def test_coverage_on_normal_and_on_clustered_data():
     """95 % intervals hold the true mean in about 95 % of 200 seeded repetitions; queries that come in
     albums break the plain bootstrap (far too narrow) and not the cluster bootstrap."""
-    hits = sum(lo <= 0.3 <= hi for lo, hi in (bootstrap_interval(np.random.default_rng(1000 + r).normal(0.3, 1, 40),
-                                                                 seed=r) for r in range(200)))
+    hits = sum(
+        lo <= 0.3 <= hi
+        for lo, hi in (
+            bootstrap_interval(np.random.default_rng(1000 + r).normal(0.3, 1, 40), seed=r) for r in range(200)
+        )
+    )
     assert 0.90 <= hits / 200 <= 0.99
     albums = np.repeat(np.arange(20), 5)
     plain = cluster = 0
@@ -151,19 +170,22 @@ def test_no_query_gives_nan_and_one_query_a_point():
     assert all(np.isnan(paired_bootstrap_interval([np.nan], [np.nan], seed=0)))
 
 
-@pytest.mark.parametrize("args, kwargs, message", [
-    (([[0.1, 0.2]],), {}, r"values: expected a 1-D array of per-query values, got shape \(1, 2\)"),
-    ((["a", "b"],), {}, r"values: expected real numbers, got dtype <U1"),
-    (([0.1, np.inf, 0.2],), {}, r"values: 1 value\(s\) infinite \(e.g. position 1 = inf\); allowed are finite"),
-    (([0.1, 0.2],), {"n_resamples": 0}, r"n_resamples = 0: allowed is an integer >= 1"),
-    (([0.1, 0.2],), {"n_resamples": 10.0}, r"n_resamples = 10.0: allowed is an integer >= 1"),
-    (([0.1, 0.2],), {"level": 95}, r"level = 95: allowed is a number strictly between 0 and 1"),
-    (([0.1, 0.2],), {"level": 0.0}, r"level = 0.0: allowed"),
-    (([0.1, 0.2],), {"seed": -1}, r"seed = -1: allowed is an integer >= 0"),
-    (([0.1, 0.2],), {"seed": None}, r"seed = None: allowed is an integer >= 0"),
-    (([0.1, 0.2],), {"clusters": [1]}, r"clusters: expected one integer label per value \(2\), got shape \(1,\)"),
-    (([0.1, 0.2],), {"clusters": [0.5, 1.5]}, r"clusters: .* dtype float64"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (([[0.1, 0.2]],), {}, r"values: expected a 1-D array of per-query values, got shape \(1, 2\)"),
+        ((["a", "b"],), {}, r"values: expected real numbers, got dtype <U1"),
+        (([0.1, np.inf, 0.2],), {}, r"values: 1 value\(s\) infinite \(e.g. position 1 = inf\); allowed are finite"),
+        (([0.1, 0.2],), {"n_resamples": 0}, r"n_resamples = 0: allowed is an integer >= 1"),
+        (([0.1, 0.2],), {"n_resamples": 10.0}, r"n_resamples = 10.0: allowed is an integer >= 1"),
+        (([0.1, 0.2],), {"level": 95}, r"level = 95: allowed is a number strictly between 0 and 1"),
+        (([0.1, 0.2],), {"level": 0.0}, r"level = 0.0: allowed"),
+        (([0.1, 0.2],), {"seed": -1}, r"seed = -1: allowed is an integer >= 0"),
+        (([0.1, 0.2],), {"seed": None}, r"seed = None: allowed is an integer >= 0"),
+        (([0.1, 0.2],), {"clusters": [1]}, r"clusters: expected one integer label per value \(2\), got shape \(1,\)"),
+        (([0.1, 0.2],), {"clusters": [0.5, 1.5]}, r"clusters: .* dtype float64"),
+    ],
+)
 def test_bad_input_is_a_clear_error(args, kwargs, message):
     kwargs.setdefault("seed", 0)
     with pytest.raises(ArgumentError, match=message) as info:
@@ -174,8 +196,11 @@ def test_bad_input_is_a_clear_error(args, kwargs, message):
 def test_paired_input_must_describe_the_same_queries():
     with pytest.raises(ValueError, match=r"a and b: lengths 3 and 2 differ; a paired interval needs"):
         paired_bootstrap_interval([0.1, 0.2, 0.3], [0.1, 0.2], seed=0)
-    with pytest.raises(ValueError, match=r"a and b: 1 position\(s\) are a query in one and NaN in the other "
-                                         r"\(e.g. position 1: a = nan, b = 0.2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"a and b: 1 position\(s\) are a query in one and NaN in the other "
+        r"\(e.g. position 1: a = nan, b = 0.2\)",
+    ):
         paired_bootstrap_interval([0.1, np.nan, 0.3], [0.1, 0.2, 0.3], seed=0)
 
 
@@ -220,4 +245,9 @@ def test_paired_differences_per_facet():
 
 def test_interval_sign():
     assert [interval_sign(*iv) for iv in [(0.1, 0.2), (-0.2, -0.1), (-0.1, 0.1), (0.0, 0.1), (np.nan, np.nan)]] == [
-        1, -1, 0, 0, 0]
+        1,
+        -1,
+        0,
+        0,
+        0,
+    ]
