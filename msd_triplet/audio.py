@@ -300,15 +300,10 @@ def hann_window(n_fft: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)
 
 
-def log_mel_kwargs(features: FeatureConfig) -> dict[str, Any]:
-    """The keyword arguments of :func:`log_mel` taken from a feature config."""
-    return dict(
-        sample_rate=features.sample_rate,
-        n_fft=features.n_fft,
-        hop_length=features.hop_length,
-        n_mels=features.n_mels,
-        fmin=features.fmin,
-        fmax=features.fmax,
-        log_floor=features.log_floor,
-        precision=features.precision,
-    )
+#: The keyword arguments of :func:`log_mel`; a :class:`FeatureConfig` and the ``LogMel`` layer name them alike.
+LOG_MEL_ARGUMENTS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "log_floor", "precision")
+
+
+def log_mel_kwargs(settings: FeatureConfig | Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`log_mel` taken from a feature config (or anything with those attributes)."""
+    return {name: getattr(settings, name) for name in LOG_MEL_ARGUMENTS}

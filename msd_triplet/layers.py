@@ -55,18 +55,7 @@ class LogMel(keras.layers.Layer):
         return cls(**audio.log_mel_kwargs(features), **kwargs)
 
     def call(self, waveform):
-        mel = audio.log_mel(
-            waveform,
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            log_floor=self.log_floor,
-            precision=self.precision,
-        )
-        return keras.ops.expand_dims(mel, -1)
+        return keras.ops.expand_dims(audio.log_mel(waveform, **audio.log_mel_kwargs(self)), -1)
 
     def compute_output_shape(self, input_shape):
         samples = input_shape[-1]
@@ -75,14 +64,5 @@ class LogMel(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            log_floor=self.log_floor,
-            precision=self.precision,
-        )
+        config.update(audio.log_mel_kwargs(self))
         return config

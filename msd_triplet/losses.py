@@ -208,16 +208,20 @@ def global_batch(y_true, y_pred):
     return context.all_gather(y_true, axis=0), context.all_gather(y_pred, axis=0)
 
 
+#: The settings the loss and its statistics share (their keyword arguments and config keys).
+LOSS_SETTINGS = (
+    "positive_threshold",
+    "negative_threshold",
+    "margin",
+    "mining",
+    "album_filter",
+    "soft_margin",
+    "relatedness",
+)
+
+
 def _loss_config(obj) -> dict[str, Any]:
-    return dict(
-        positive_threshold=obj.positive_threshold,
-        negative_threshold=obj.negative_threshold,
-        margin=obj.margin,
-        mining=obj.mining,
-        album_filter=obj.album_filter,
-        soft_margin=obj.soft_margin,
-        relatedness=obj.relatedness,
-    )
+    return {name: getattr(obj, name) for name in LOSS_SETTINGS}
 
 
 def _set_loss_config(
