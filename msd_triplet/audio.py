@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from msd_triplet.config import FeatureConfig
-from msd_triplet.errors import AudioError
+from msd_triplet.errors import ArgumentError, AudioError
 
 #: Compute dtypes offered for the FFT and mel projection of :func:`log_mel`.
 PRECISIONS = ("float32", "float64")
@@ -278,7 +278,7 @@ def log_mel(
     import tensorflow as tf
 
     if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        raise ArgumentError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     dtype = tf.float64 if precision == "float64" else tf.float32
     waveform = tf.cast(tf.convert_to_tensor(waveform), dtype)
     pad = n_fft // 2
