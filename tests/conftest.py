@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import warnings
 from dataclasses import dataclass
@@ -302,3 +303,17 @@ def tiny_run(prepared_root, tmp_path_factory) -> Path:
         write_run_config(prepared_root, tmp_path_factory.mktemp("tiny-run"), epochs=1, name="tiny-run.yaml")
     )
     return fit(config, verbose=0, say=lambda _: None).run_dir
+
+
+@pytest.fixture()
+def runner():
+    """A click ``CliRunner`` for the ``msd-triplet`` commands."""
+    from click.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture()
+def keep_log_level(monkeypatch):
+    """A command sets ``TF_CPP_MIN_LOG_LEVEL`` in the test process: restore it after the test."""
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))

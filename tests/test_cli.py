@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from msd_triplet import __version__
 from msd_triplet.cli import main
 
-
-@pytest.fixture()
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _keep_the_process_as_it_was(monkeypatch):
-    """A command sets TF_CPP_MIN_LOG_LEVEL and may add an import hook: undo both after each test."""
-    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+pytestmark = pytest.mark.usefixtures("keep_log_level")  # conftest: commands set TF_CPP_MIN_LOG_LEVEL
 
 
 def _no_traceback(result) -> None:

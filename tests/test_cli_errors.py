@@ -18,16 +18,7 @@ LATIN1 = "seed: 1\n# caf\u00e9\n".encode("latin-1")
 BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"
 
 
-@pytest.fixture()
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _keep_the_process_as_it_was(monkeypatch):
-    """A command sets TF_CPP_MIN_LOG_LEVEL and may add an import hook: undo both after each test."""
-    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+pytestmark = pytest.mark.usefixtures("keep_log_level")  # conftest: commands set TF_CPP_MIN_LOG_LEVEL
 
 
 def error_line(result, code: int) -> str:
