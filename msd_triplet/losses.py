@@ -40,7 +40,7 @@ import numpy as np
 
 from msd_triplet.errors import ArgumentError
 from msd_triplet.mining import MINING, masked_max, masked_min, safe_mean
-from msd_triplet.relatedness import KINDS, relatedness_matrix
+from msd_triplet.relatedness import KINDS, ZERO_NORM, relatedness_matrix
 
 STATISTICS = (
     "valid_anchors",
@@ -50,7 +50,7 @@ STATISTICS = (
     "negative_distance",
     "embedding_spread",
 )
-_ZERO_NORM = 1e-12
+_ZERO_NORM = ZERO_NORM  # a zero LSI row: in no pair (relatedness.ZERO_NORM)
 
 
 def _tf():

@@ -42,8 +42,8 @@ SOURCES = ("lsi", "jaccard", "genre", "artist")
 KINDS = ("cosine", "jaccard", "label")
 SOURCE_KIND = {"lsi": "cosine", "jaccard": "jaccard", "genre": "label", "artist": "label"}
 GENRE_SET = "genres"
-#: Rows with a smaller norm count as zero rows; the value of ``msd_triplet.losses._ZERO_NORM``
-#: (not imported: the numpy side should not load Keras and TensorFlow).
+#: Rows with a norm at most this count as zero rows: a track without a topic (LsiModel.transform zeroes
+#: it exactly), in no pair, positive or negative, here, in the loss (which imports it) and in ``topics``.
 ZERO_NORM = 1e-12
 
 __all__ = [
@@ -307,17 +307,27 @@ def sample_pairs(n: int, max_pairs: int = 2_000_000, seed: int = 0) -> tuple[np.
 
 
 def _pair_sample(vectors, kind, albums, max_pairs, seed) -> tuple[np.ndarray, bool]:
-    """Relatedness of the (sampled) pairs i < j from different albums, and whether they are all pairs."""
+    """Relatedness of the (sampled) pairs i < j from different albums, and whether they are all pairs.
+
+    With ``cosine``, pairs with a zero row (a track without a topic) are left out, as the loss
+    leaves them out of every pair (:data:`ZERO_NORM`).
+    """
     check_kind(kind)
     vectors = np.asarray(vectors, np.float32)
     if vectors.ndim != 2:
         raise ArgumentError(f"vectors must be 2-D [n, m], got shape {vectors.shape}")
     codes = _album_codes(albums, len(vectors))
     i, j, exact = sample_pairs(len(vectors), max_pairs, seed)
-    other = codes[i] != codes[j]
-    i, j = i[other], j[other]
+    keep = codes[i] != codes[j]
+    if kind == "cosine":
+        has_topic = np.linalg.norm(vectors, axis=1) > ZERO_NORM
+        keep &= has_topic[i] & has_topic[j]
+    i, j = i[keep], j[keep]
     if not len(i):
-        raise ArgumentError(f"no pair of tracks from different albums among {len(vectors)} tracks")
+        raise ArgumentError(
+            f"no pair of tracks from different albums among {len(vectors)} tracks"
+            + (" with a topic" if kind == "cosine" else "")
+        )
     return pair_values(vectors, kind, i, j), exact
 
 

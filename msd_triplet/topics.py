@@ -18,6 +18,7 @@ import numpy as np
 from msd_triplet.errors import ArgumentError
 from msd_triplet.fileio import atomic_path
 from msd_triplet.lsi import LsiModel, cosine_similarity
+from msd_triplet.relatedness import ZERO_NORM
 
 #: Colour per tag set, for the terminal (click) and the plot.
 SET_COLOURS = {"genres": "blue", "styles": "cyan", "moods": "magenta", "themes": "yellow"}
@@ -67,19 +68,22 @@ def pair_similarities(
 ) -> tuple[np.ndarray, int, Optional[np.ndarray]]:
     """Cosine similarities of the pairs among up to ``sample`` random rows (upper triangle).
 
-    Returns (similarities [pairs], number of zero rows in the sample, and for
+    Pairs with a zero row (a track without a topic) are left out, as the loss leaves them out
+    of every pair. Returns (similarities [pairs], number of zero rows in the sample, and for
     ``albums`` [rows] a bool [pairs] mask of pairs from one album, else None).
     """
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False))
     chosen = np.asarray(vectors)[rows]
-    upper = np.triu_indices(len(rows), k=1)
+    has_topic = np.linalg.norm(chosen, axis=1) > ZERO_NORM
+    i, j = np.triu_indices(len(rows), k=1)
+    keep = has_topic[i] & has_topic[j]
+    i, j = i[keep], j[keep]
     same = None
     if albums is not None:
         picked = np.asarray(albums)[rows]
-        same = picked[upper[0]] == picked[upper[1]]
-    zeros = int(np.count_nonzero(np.linalg.norm(chosen, axis=1) == 0))
-    return cosine_similarity(chosen)[upper], zeros, same
+        same = picked[i] == picked[j]
+    return cosine_similarity(chosen)[i, j], int(np.count_nonzero(~has_topic)), same
 
 
 def similarity_histogram(

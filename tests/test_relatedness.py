@@ -182,6 +182,30 @@ def test_pair_shares_exact_and_sampled():
     assert not is_exact and np.all(i < j) and len(i) > 990
 
 
+def test_pair_shares_leave_out_tracks_without_a_topic():
+    """A zero LSI row is in no pair, as in the loss: not counted as everyone's negative."""
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((60, 4)).astype(np.float32)
+    v[[3, 40]] = 0.0
+    albums = np.arange(60) // 3
+    full = brute_force(v, "cosine")
+    pairs = [
+        (i, j) for i in range(60) for j in range(i + 1, 60) if albums[i] != albums[j] and {i, j}.isdisjoint({3, 40})
+    ]
+    values = np.array([full[i, j] for i, j in pairs])
+    expected = (np.mean(values >= 0.5), np.mean(values < -0.2))
+    np.testing.assert_allclose(rel.pair_shares(v, "cosine", albums, 0.5, -0.2), expected, atol=1e-12)
+    with_zero_as_negative = np.mean(
+        [
+            full[i, j] < -0.2 or 0 in (np.abs(v[i]).sum(), np.abs(v[j]).sum())
+            for i in range(60)
+            for j in range(i + 1, 60)
+            if albums[i] != albums[j]
+        ]
+    )
+    assert rel.pair_shares(v, "cosine", albums, 0.5, -0.2)[1] != pytest.approx(with_zero_as_negative)
+
+
 def test_calibration_on_a_known_jaccard_case():
     # E has A's tags and album: AE is not a pair; the other 9: AB EB 1, AC BC EC .5, AD BD CD ED 0
     tags = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]], np.float32)
