@@ -21,19 +21,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from msd_triplet.embed import AUDIO_TYPES  # the audio files we read, with their media types (re-exported)
 from msd_triplet.errors import ArgumentError, AudioError, DataError
 from msd_triplet.runfolder import RunFolder
 
-#: Audio types ``serve`` plays, by file extension.
-AUDIO_TYPES = {
-    ".mp3": "audio/mpeg",
-    ".wav": "audio/wav",
-    ".flac": "audio/flac",
-    ".ogg": "audio/ogg",
-    ".oga": "audio/ogg",
-    ".aif": "audio/aiff",
-    ".aiff": "audio/aiff",
-}
 #: Labels a map colours by name; the rest of a facet's tags are "other".
 MAP_LABELS = 12
 
@@ -177,22 +168,19 @@ class RunBrowser:
         """Embed an audio file exactly as in training; AudioError (naming ``label``) if it cannot be used."""
         from msd_triplet.features import decoded_batches
 
-        if self._embedder is None:
-            from msd_triplet.embed import load_embedder
-
-            self._embedder = load_embedder(self.run, self.checkpoint)
-        batch = next(decoded_batches([str(path)], [0], self._embedder.features, workers=1, batch_size=1))
+        embedder = self._model()
+        batch = next(decoded_batches([str(path)], [0], embedder.features, workers=1, batch_size=1))
         if batch.kinds[0]:
             message = str(batch.messages[0]).replace(str(path), label)
             raise AudioError(message, str(batch.kinds[0]))
         if batch.silent[0]:
-            features = self._embedder.features
+            features = embedder.features
             raise AudioError(
                 f"{label}: the segment the model reads ({features.offset:g}–"
                 f"{features.offset + features.duration:g} s) is silent",
                 "silent",
             )
-        vector = self._embedder.embed(batch.log_mel[..., None])[0]
+        vector = embedder.embed(batch.log_mel[..., None])[0]
         return Query(np.asarray(vector, np.float32), None, label)
 
     def warm_up(self) -> None:
@@ -200,16 +188,21 @@ class RunBrowser:
 
         Uses the first track of the split whose audio is readable; without one, only the model is loaded.
         """
-        from msd_triplet.embed import load_embedder
-
-        if self._embedder is None:
-            self._embedder = load_embedder(self.run, self.checkpoint)
+        self._model()
         for track in self.track_ids[:5]:
             try:
                 self.audio_query(self.audio_file(track), "warm-up")
                 return
             except (NotFound, AudioError):
                 continue
+
+    def _model(self):
+        """The run's :class:`msd_triplet.embed.Embedder` for uploads, loaded on first use."""
+        if self._embedder is None:
+            from msd_triplet.embed import load_embedder
+
+            self._embedder = load_embedder(self.run, self.checkpoint)
+        return self._embedder
 
     # ------------------------------------------------------------------ audio
 

@@ -25,8 +25,18 @@ from msd_triplet.errors import DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_text, sibling_temp
 from msd_triplet.runfolder import RunFolder
 
+#: The audio files we read, by extension, with their media type (``serve`` plays them with it).
+AUDIO_TYPES = {
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".aif": "audio/aiff",
+    ".aiff": "audio/aiff",
+}
 #: Extensions collected when a folder is given (files given by name are read whatever their extension).
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+AUDIO_EXTENSIONS = tuple(AUDIO_TYPES)
 
 
 @dataclass
