@@ -67,6 +67,15 @@ _DECODER_NOISE = (
     b"Hit end of (available) data during resync",
     b"Xing stream size off by more than",
 )
+# What importing Apache Beam logs when Google Cloud's optional clients are not installed (only needed
+# for BigQuery, which no pipeline here uses), and what the DirectRunner's local worker processes log
+# about themselves before our log level reaches them.
+_BEAM_NOISE = (
+    b"apitools not found, and bigquery client libraries",
+    b"No semi_persistent_directory found",
+    b"Discarding unparseable args: ['--pipeline_type_check', '--direct_runner_use_stacked_bundle']",
+    b"Resource module is not available for current platform",
+)
 
 
 @contextlib.contextmanager
@@ -153,7 +162,7 @@ class _Group(click.Group):
     """A click group that reports every error as one ``error:`` line on stderr and a non-zero exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        noise = _quiet_tensorflow() + _DECODER_NOISE  # before any command imports TensorFlow
+        noise = _quiet_tensorflow() + _DECODER_NOISE + _BEAM_NOISE  # before any command imports TensorFlow
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -307,7 +316,65 @@ def _shard_option(_ctx, _param, value):
         raise click.BadParameter(str(exc)) from None
 
 
-@main.command("prepare")
+_BEAM_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _runner_options(what: str):
+    """``--runner`` and the Beam options shared by prepare and embed; unknown ``--name=value`` go to Beam."""
+    from msd_triplet.pipelines import RUNNERS
+
+    def decorate(command):
+        for option in reversed(
+            [
+                click.option(
+                    "--runner",
+                    type=click.Choice(RUNNERS),
+                    default=None,
+                    help=f"{what} on Apache Beam with this runner (needs the [beam] extra). Further "
+                    "--name=value options are Beam pipeline options, e.g. --project=… --region=… "
+                    "--temp_location=gs://… for Dataflow.",
+                ),
+                click.option(
+                    "--staging",
+                    default=None,
+                    metavar="DIR_OR_URL",
+                    help="With --runner: where workers write finished pieces (e.g. gs://bucket/tmp/x) "
+                    "[default: beside the output].",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _beam_run(ctx: click.Context, runner, staging, workers, extra: list, **settings):
+    """A :class:`~msd_triplet.pipelines.BeamRun` from the options, or None; usage errors for stray options."""
+    if runner is None:
+        if extra:
+            raise click.UsageError(f"no such option: {extra[0]} (Beam pipeline options need --runner)", ctx=ctx)
+        if staging is not None or any(v is not None for v in settings.values()):
+            given = ["--staging"] * (staging is not None) + [
+                f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None
+            ]
+            raise click.UsageError(f"{' and '.join(given)} need(s) --runner", ctx=ctx)
+        return None
+    import logging
+
+    from msd_triplet.pipelines import BeamRun, require_beam
+
+    require_beam()
+    # Beam's launcher and local workers log their internals at WARNING (flags Beam itself does not
+    # parse, a missing semi-persistent directory); failures still arrive as exceptions
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    bad = [a for a in extra if not a.startswith("--")]
+    if bad:
+        raise click.UsageError(f"unexpected argument {bad[0]!r}; write Beam pipeline options as --name=value", ctx=ctx)
+    return BeamRun(runner, tuple(extra), workers, staging, **{k: v for k, v in settings.items() if v is not None})
+
+
+@main.command("prepare", context_settings=_BEAM_COMMAND)
 @_config_option()
 @click.option("--resplit", is_flag=True, help="Recompute the train/validation/test splits.")
 @click.option(
@@ -317,13 +384,46 @@ def _shard_option(_ctx, _param, value):
     help="Only extract features of shard I of N (0-based), for many machines sharing one cache; "
     "then run prepare once without --shard.",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: usable CPUs].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Decoding threads; with --runner DirectRunner, worker processes [default: usable CPUs].",
+)
 @click.option("--no-features", is_flag=True, help="Skip feature extraction (only check that audio files exist).")
-def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: bool) -> None:
+@_runner_options("Extract the features")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --runner: feature-cache rows per work item [default: 500].",
+)
+@click.option(
+    "--audio-root",
+    default=None,
+    metavar="DIR_OR_URL",
+    help="With --runner: where the workers find data.root's audio (e.g. gs://bucket/msd) [default: data.root].",
+)
+@click.pass_context
+def prepare_cmd(
+    ctx: click.Context,
+    config_path: Path,
+    resplit: bool,
+    shard,
+    workers,
+    no_features: bool,
+    runner,
+    staging,
+    chunk_size,
+    audio_root,
+) -> None:
     """Read tag sets and metadata, filter, extract log-mel features, split; print Table I."""
     from msd_triplet import prepare
     from msd_triplet.config import load_config
 
+    beam = _beam_run(ctx, runner, staging, workers, ctx.args, chunk_size=chunk_size, audio_root=audio_root)
+    if beam is not None and (shard is not None or no_features):
+        raise click.UsageError("--runner extracts every shard: leave out --shard and --no-features", ctx=ctx)
     config = load_config(config_path)
     bar, progress = _progress_bar("extracting features")
     with bar:
@@ -336,9 +436,10 @@ def prepare_cmd(config_path: Path, resplit: bool, shard, workers, no_features: b
                 config,
                 resplit=resplit,
                 extract=not no_features,
-                workers=workers,
+                workers=None if beam else workers,
                 progress=click.echo,
                 extraction_progress=progress,
+                beam=beam,
             )
     if shard is not None:
         click.echo(
@@ -576,14 +677,14 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
     click.echo(f"wrote {RunFolder(run_dir).probe(facet)}")
 
 
-@main.command("embed")
+@main.command("embed", context_settings=_BEAM_COMMAND)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--model",
     "source",
     required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="A run folder, an exported SavedModel folder or a .keras file.",
+    help="A run folder, an exported SavedModel folder or a .keras file (--runner: a SavedModel).",
 )
 @click.option(
     "--out",
@@ -592,7 +693,12 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
     help="embeddings.npy (+ .tracks.csv beside it) or embeddings.csv.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: usable CPUs].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Decoding threads; with --runner DirectRunner, worker processes [default: usable CPUs].",
+)
 @_checkpoint_option("Which checkpoint of a run folder.")
 @click.option(
     "--projector",
@@ -601,20 +707,71 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
     default=None,
     help="Also write TensorBoard Embedding Projector files here (needs --out X.npy).",
 )
-def embed_cmd(paths, source: Path, out: Path, batch_size: int, workers, checkpoint: str, projector_dir) -> None:
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Files per shard; finished shards survive a crash and are not redone [default: 1000].",
+)
+@click.option("--keep-shards", is_flag=True, help="Keep the shard files (<out>.shards/) after joining them.")
+@_runner_options("Embed")
+@click.pass_context
+def embed_cmd(
+    ctx: click.Context,
+    paths,
+    source: Path,
+    out: Path,
+    batch_size: int,
+    workers,
+    checkpoint: str,
+    projector_dir,
+    shard_size,
+    keep_shards: bool,
+    runner,
+    staging,
+) -> None:
     """Embed audio files and folders (mp3, wav, flac, ogg, aiff) with a trained model."""
-    from msd_triplet.embed import embed_files
+    from msd_triplet.embed import DEFAULT_SHARD_SIZE, embed_files
 
     if projector_dir is not None and out.suffix != ".npy":
         raise click.BadParameter(f"{out}: --projector needs the .npy output (--out X.npy)", param_hint="--projector")
-    bar, progress = _progress_bar("embedding", unit="file")
-    with bar:
-        report = embed_files(
-            paths, source, out, batch_size=batch_size, workers=workers, checkpoint=checkpoint, progress=progress
+    # unknown options land among the paths (nargs=-1): with --runner they are Beam's
+    extra = [str(p) for p in paths if str(p).startswith("--")]
+    paths = [p for p in paths if not str(p).startswith("--")]
+    beam = _beam_run(ctx, runner, staging, workers, extra)
+    if not paths:
+        raise click.UsageError("missing argument PATHS: give audio files or folders", ctx=ctx)
+    if beam is not None:
+        from msd_triplet.pipelines import embed_files_beam
+
+        report = embed_files_beam(
+            paths,
+            source,
+            out,
+            beam,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            keep_shards=keep_shards,
+            say=click.echo,
         )
+    else:
+        bar, progress = _progress_bar("embedding", unit="file")
+        with bar:
+            report = embed_files(
+                paths,
+                source,
+                out,
+                batch_size=batch_size,
+                workers=workers,
+                checkpoint=checkpoint,
+                shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                keep_shards=keep_shards,
+                progress=progress,
+            )
     click.echo(
         f"embedded {report.embedded:,} files, skipped {report.skipped:,} (reasons in "
         f"{report.skipped_manifest}) in {report.seconds:.1f} s"
+        + (f"; {report.shards_resumed} of {report.shards} shards from an earlier run" if report.shards_resumed else "")
     )
     click.echo(f"wrote {report.out}" + (f" and {report.tracks}" if report.tracks != report.out else ""))
     if projector_dir is not None and report.embedded:

@@ -9,6 +9,7 @@ and listed with their reason, never a stop (unless none could be read).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
@@ -20,6 +21,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from msd_triplet import shardfiles
 from msd_triplet.config import FeatureConfig, load_config
 from msd_triplet.errors import DataError, MsdTripletError
 from msd_triplet.fileio import atomic_path, atomic_write_text, sibling_temp
@@ -136,6 +138,216 @@ class EmbedReport:
     embedded: int
     skipped: int
     seconds: float
+    shards: int = 0  # shards of the job
+    shards_resumed: int = 0  # shards found finished from an earlier, interrupted run (not redone)
+
+
+#: Files per shard of an embedding job: a crash loses at most the shards in progress.
+DEFAULT_SHARD_SIZE = 1000
+SHARD_FORMAT = 1
+
+
+def shards_folder(out: str | Path) -> Path:
+    """Where the shards of the job writing ``out`` live while it runs: ``<out without suffix>.shards``."""
+    return Path(f"{Path(out).with_suffix('')}.shards")
+
+
+def model_fingerprint(source: str | Path, checkpoint: str = "best") -> str:
+    """SHA-256 (16 hex digits) of the files that hold a model source's weights and graph.
+
+    Shards written with another model are never mixed into a job: the
+    fingerprint is part of the job's identity (:func:`open_embed_job`).
+    """
+    import hashlib
+
+    source = Path(source)
+    if source.is_dir() and RunFolder(source).is_run():
+        files = [RunFolder(source).loaded_checkpoint(checkpoint)]
+    elif source.is_dir():
+        files = [source / "saved_model.pb", source / "variables" / "variables.index"]
+    else:
+        files = [source]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def shard_path(folder: str, i: int, n: int) -> str:
+    """The file of shard ``i`` of ``n`` of an embedding job in ``folder`` (local or a URL)."""
+    return shardfiles.join(folder, f"shard-{i:05d}-of-{n:05d}.npz")
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """Files to embed, cut into shards of ``shard_size`` in order; each finished shard is one ``.npz``.
+
+    A shard file holds ``paths`` (str [m], the embedded files), ``embeddings``
+    (float32 [m, d]) and ``skipped_paths`` / ``skipped_kinds`` /
+    ``skipped_messages`` for the files that could not be read. Written under a
+    temporary name and renamed (:mod:`msd_triplet.shardfiles`), so a shard
+    file is finished work; a rerun does the missing shards only.
+    """
+
+    files: tuple[str, ...]
+    shard_size: int
+    folder: str
+
+    @property
+    def n_shards(self) -> int:
+        return -(-len(self.files) // self.shard_size)
+
+    def shard_files(self, i: int) -> list[str]:
+        return list(self.files[i * self.shard_size : (i + 1) * self.shard_size])
+
+    def shard_path(self, i: int) -> str:
+        return shard_path(self.folder, i, self.n_shards)
+
+    def finished(self) -> set[int]:
+        names = set(shardfiles.list_names(self.folder, f"shard-*-of-{self.n_shards:05d}.npz"))
+        return {i for i in range(self.n_shards) if self.shard_path(i).rsplit("/", 1)[-1] in names}
+
+    def missing(self) -> list[int]:
+        done = self.finished()
+        return [i for i in range(self.n_shards) if i not in done]
+
+
+def open_embed_job(
+    files: Sequence[str | Path], folder: str | Path, shard_size: int, model: str, features: FeatureConfig
+) -> EmbedJob:
+    """The job of embedding ``files`` with ``model`` into shards under ``folder`` (local or a URL).
+
+    ``folder/job.json`` records what the shards hold (model fingerprint,
+    feature parameters, the file list's SHA-256, shard size). Shards of
+    another job found there (an interrupted run with other inputs) are
+    deleted with a warning, never mixed in.
+    """
+    import hashlib
+    import json
+
+    from msd_triplet.errors import ArgumentError
+    from msd_triplet.featurecache import feature_params
+
+    if shard_size < 1:
+        raise ArgumentError(f"shard_size: {shard_size}; must be at least 1")
+    files = tuple(map(str, files))
+    identity = {
+        "format": SHARD_FORMAT,
+        "model": model,
+        "features": feature_params(features),
+        "files": len(files),
+        "files_sha256": hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest(),
+        "shard_size": shard_size,
+    }
+    folder = str(folder)
+    shardfiles.make_folder(folder)
+    job_file = shardfiles.join(folder, "job.json")
+    if shardfiles.list_names(folder, "job.json"):
+        try:
+            existing = json.loads(shardfiles.read_bytes(job_file))
+        except ValueError:
+            existing = None
+        if existing == identity:
+            return EmbedJob(files, shard_size, folder)
+        stale = shardfiles.list_names(folder, "shard-*.npz")
+        warnings.warn(
+            f"{folder}: {len(stale)} shard(s) of an earlier job with another model, files, features or "
+            "shard size; deleted, starting anew",
+            UserWarning,
+            stacklevel=2,
+        )
+        shardfiles.delete([shardfiles.join(folder, name) for name in stale] + [job_file])
+    shardfiles.write_bytes(job_file, (json.dumps(identity, indent=2) + "\n").encode("utf-8"))
+    return EmbedJob(files, shard_size, folder)
+
+
+def write_embed_shard(
+    path: str, paths: Sequence[str], embeddings: np.ndarray, skipped: Sequence[tuple[str, str, str]]
+) -> None:
+    """One finished shard (see :class:`EmbedJob`)."""
+    shardfiles.write_npz(
+        path,
+        {
+            "paths": np.array(list(paths), dtype=str),
+            "embeddings": np.asarray(embeddings, dtype=np.float32),
+            "skipped_paths": np.array([p for p, _, _ in skipped], dtype=str),
+            "skipped_kinds": np.array([k for _, k, _ in skipped], dtype=str),
+            "skipped_messages": np.array([m for _, _, m in skipped], dtype=str),
+        },
+    )
+
+
+def _embed_shard(job: EmbedJob, i: int, embedder: Embedder, workers: int, batch_size: int, progress) -> None:
+    from msd_triplet.features import decoded_batches
+
+    files = job.shard_files(i)
+    vectors, kept, skipped = [], [], []
+    for batch in decoded_batches(files, np.arange(len(files)), embedder.features, workers, batch_size):
+        good = batch.kinds == ""
+        if good.any():
+            vectors.append(embedder.embed(batch.log_mel[good][..., None]))
+            kept.extend(files[j] for j in batch.rows[good])
+        skipped.extend(
+            (files[j], k, m) for j, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
+        )
+        if progress:
+            progress(len(batch.rows))
+    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+    write_embed_shard(job.shard_path(i), kept, embeddings, skipped)
+
+
+def finish_embed_job(job: EmbedJob, out: Path, started: float, resumed: int, keep_shards: bool = False) -> EmbedReport:
+    """Join the shards of a finished job into ``out`` (see :func:`embed_files`); delete them unless asked not to."""
+    missing = job.missing()
+    if missing:
+        raise DataError(f"{job.folder}: {len(missing)} of {job.n_shards} shards are not finished; run the job again")
+    vectors, kept, skipped = [], [], []
+    for i in range(job.n_shards):
+        shard = shardfiles.read_npz(job.shard_path(i))
+        if shard["embeddings"].size:
+            vectors.append(shard["embeddings"])
+        kept.extend(shard["paths"].tolist())
+        skipped.extend(
+            zip(shard["skipped_paths"].tolist(), shard["skipped_kinds"].tolist(), shard["skipped_messages"].tolist())
+        )
+    stem = out.with_suffix("")
+    tracks = Path(f"{stem}.tracks.csv")
+    manifest = Path(f"{stem}.skipped.csv")
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "kind", "message"])
+    writer.writerows(skipped)
+    atomic_write_text(manifest, text.getvalue())
+    if not kept:
+        _delete_job(job)
+        kinds = pd.Series([k for _, k, _ in skipped]).value_counts()
+        raise DataError(
+            f"nothing embedded: {len(job.files)} file{'s' * (len(job.files) != 1)} given, none readable "
+            f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); see {manifest}"
+        )
+    embeddings = np.concatenate(vectors).astype(np.float32)
+    if out.suffix == ".npy":
+        with atomic_path(out, ".npy") as tmp:
+            np.save(tmp, embeddings)
+        atomic_write_text(tracks, pd.DataFrame({"row": range(len(kept)), "path": kept}).to_csv(index=False))
+    else:
+        frame = pd.DataFrame(embeddings, columns=[f"e{j}" for j in range(embeddings.shape[1])])
+        frame.insert(0, "path", kept)
+        atomic_write_text(out, frame.to_csv(index=False, float_format="%.7g"))
+        tracks = out
+    if not keep_shards:
+        _delete_job(job)
+    return EmbedReport(
+        out, tracks, manifest, len(kept), len(skipped), time.perf_counter() - started, job.n_shards, resumed
+    )
+
+
+def _delete_job(job: EmbedJob) -> None:
+    shardfiles.delete([job.shard_path(i) for i in range(job.n_shards)] + [shardfiles.join(job.folder, "job.json")])
+    if not shardfiles.is_url(job.folder):
+        with contextlib.suppress(OSError):
+            Path(job.folder).rmdir()
 
 
 def embed_files(
@@ -146,6 +358,8 @@ def embed_files(
     batch_size: int = 32,
     workers: Optional[int] = None,
     checkpoint: str = "best",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    keep_shards: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> EmbedReport:
     """Embed audio files (and folders) with a model source; write ``out`` (.npy or .csv).
@@ -154,69 +368,51 @@ def embed_files(
     ``.csv``: one row per file: path, e0 … e(d-1). Always ``<out>.skipped.csv``
     (path, kind, message) listing the files that could not be read.
 
+    The files are embedded in shards of ``shard_size`` (:class:`EmbedJob`),
+    each written to ``<out>.shards/`` when finished: after a crash, the same
+    call does only the shards that are missing and the result equals an
+    uninterrupted run. The shards are deleted once ``out`` is written (kept
+    with ``keep_shards``).
+
     Raises
     ------
     DataError
         The output's folder cannot be created or written (checked before any
-        decoding), no audio file was found, or none could be embedded (the
-        skip manifest is written first and named in the message).
+        decoding), no audio file was found, ``<out>.shards`` holds another
+        job, or none could be embedded (the skip manifest is written first and
+        named in the message).
     """
-    from msd_triplet.features import decoded_batches, default_workers
+    from msd_triplet.features import default_workers
 
     out = Path(out)
     if out.suffix not in (".npy", ".csv"):
         raise MsdTripletError(f"{out}: output must end in .npy or .csv")
-    _check_writable(out)
+    check_writable(out)
     files = find_audio(paths)
     if not files:
         raise DataError(f"no audio files in {', '.join(map(str, paths))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
-    embedder = load_embedder(source, checkpoint)
     started = time.perf_counter()
-    vectors, kept, skipped = [], [], []
-    done = 0
-    for batch in decoded_batches(
-        [str(f) for f in files], np.arange(len(files)), embedder.features, workers or default_workers(), batch_size
-    ):
-        good = batch.kinds == ""
-        if good.any():
-            vectors.append(embedder.embed(batch.log_mel[good][..., None]))
-            kept.extend(files[i] for i in batch.rows[good])
-        skipped.extend(
-            (str(files[i]), k, m) for i, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
-        )
-        done += len(batch.rows)
+    embedder = load_embedder(source, checkpoint)
+    job = open_embed_job(
+        files, shards_folder(out), shard_size, model_fingerprint(source, checkpoint), embedder.features
+    )
+    todo = job.missing()
+    done = len(files) - sum(len(job.shard_files(i)) for i in todo)
+    if progress:
+        progress(done, len(files))
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
         if progress:
             progress(done, len(files))
-    stem = out.with_suffix("")
-    tracks = Path(f"{stem}.tracks.csv")
-    manifest = Path(f"{stem}.skipped.csv")
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "kind", "message"])
-    writer.writerows(skipped)
-    atomic_write_text(manifest, text.getvalue())
-    if not kept:
-        kinds = pd.Series([k for _, k, _ in skipped]).value_counts()
-        raise DataError(
-            f"nothing embedded: {len(files)} file{'s' * (len(files) != 1)} given, none readable "
-            f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); see {manifest}"
-        )
-    embeddings = np.concatenate(vectors).astype(np.float32)
-    if out.suffix == ".npy":
-        with atomic_path(out, ".npy") as tmp:
-            np.save(tmp, embeddings)
-        atomic_write_text(
-            tracks, pd.DataFrame({"row": range(len(kept)), "path": list(map(str, kept))}).to_csv(index=False)
-        )
-    else:
-        frame = pd.DataFrame(embeddings, columns=[f"e{j}" for j in range(embeddings.shape[1])])
-        frame.insert(0, "path", list(map(str, kept)))
-        atomic_write_text(out, frame.to_csv(index=False, float_format="%.7g"))
-        tracks = out
-    return EmbedReport(out, tracks, manifest, len(kept), len(skipped), time.perf_counter() - started)
+
+    for i in todo:
+        _embed_shard(job, i, embedder, workers or default_workers(), batch_size, advance)
+    return finish_embed_job(job, out, started, job.n_shards - len(todo), keep_shards)
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     """Create the folder of ``out`` and write a probe file in it; DataError naming the folder if either fails."""
     if out.is_dir():
         raise DataError(f"{out}: is a folder; give a file name ending in .npy or .csv")

@@ -285,6 +285,61 @@ class FeatureCache:
         return out
 
 
+def store_rows(
+    cache: FeatureCache,
+    track_ids: Sequence[str],
+    log_mel: np.ndarray,
+    kinds: Sequence[str],
+    messages: Sequence[str],
+) -> tuple[int, int]:
+    """Write results computed elsewhere (e.g. by Beam workers) into the cache, by track id.
+
+    ``log_mel[i]`` (float32 [n_mels, frames]) is stored for ``track_ids[i]``
+    when ``kinds[i]`` is ""; otherwise the track is marked skipped with that
+    kind and message, exactly as a local extraction would. Tracks the cache
+    does not hold, and rows already extracted or skipped, are left alone, so
+    storing the same results twice changes nothing. Rows are written and
+    synced before their status, shard by shard. Returns (stored, skipped).
+    """
+    log_mel = np.asarray(log_mel, dtype=np.float32)
+    if log_mel.shape != (len(track_ids), *cache.shape):
+        raise ArgumentError(
+            f"log_mel: shape {log_mel.shape} for {len(track_ids)} tracks; expected {(len(track_ids), *cache.shape)}"
+        )
+    index = {t: i for i, t in enumerate(cache.track_ids)}
+    rows = np.array([index.get(str(t), -1) for t in track_ids], dtype=np.int64)
+    kinds = np.asarray(kinds, dtype=str)
+    stored = skipped = 0
+    for shard in cache.shards:
+        mine = np.flatnonzero((rows >= shard.start) & (rows < shard.stop))
+        if len(mine) == 0:
+            continue
+        status = shard.status()
+        local = rows[mine] - shard.start
+        todo = status[local] == TODO
+        mine, local = mine[todo], local[todo]
+        ok = kinds[mine] == ""
+        if ok.any():
+            order = np.argsort(local[ok])
+            with shard.writer() as writer:
+                writer.write(local[ok][order], log_mel[mine[ok]][order])
+                writer.sync()
+        skips = shard.skips()
+        for j, row in zip(mine[~ok], local[~ok]):
+            skips[int(row)] = (
+                str(cache.track_ids[shard.start + row]),
+                str(cache.audio_paths[shard.start + row]),
+                str(kinds[j]),
+                str(messages[j]),
+            )
+        status[local[ok]] = OK
+        status[local[~ok]] = SKIPPED
+        shard.save_status(status, skips)
+        stored += int(ok.sum())
+        skipped += int((~ok).sum())
+    return stored, skipped
+
+
 def open_or_create(
     directory: Path,
     track_ids: list[str],

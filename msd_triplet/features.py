@@ -187,7 +187,7 @@ def extract_features(
     report.todo = int(np.count_nonzero(status == TODO))
     skipped = cache.skipped()
     report.kinds = {str(k): int(v) for k, v in skipped["kind"].value_counts().items()} if len(skipped) else {}
-    _write_manifest(cache, skipped)
+    write_manifest(cache, skipped)
     return report
 
 
@@ -213,7 +213,8 @@ def extract_tracks(
     )
 
 
-def _write_manifest(cache: FeatureCache, skipped: pd.DataFrame) -> None:
+def write_manifest(cache: FeatureCache, skipped: pd.DataFrame) -> None:
+    """The cache's ``skipped.csv``: the manifests of all shards (:meth:`FeatureCache.skipped`)."""
     with atomic_path(cache.directory / "skipped.csv") as tmp:
         skipped.to_csv(tmp, index=False)
 

@@ -402,6 +402,7 @@ def prepare_dataset(
     workers: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
     extraction_progress: Optional[Callable[[int, int], None]] = None,
+    beam=None,
 ) -> PreparedData:
     """Read tags, metadata and audio; filter; extract features; split; write ``config.data.prepared_dir``.
 
@@ -418,6 +419,9 @@ def prepare_dataset(
     audio segment" condition holds. ``extract=False`` only checks that the
     files exist. ``progress`` receives one line per stage (e.g. ``click.echo``);
     ``extraction_progress(done, total)`` is called as clips are extracted.
+    ``beam`` (a :class:`msd_triplet.pipelines.BeamRun`) extracts on Apache Beam
+    instead (:func:`msd_triplet.pipelines.extract_tracks_beam`); the cache,
+    skip manifest and prepared files are the same.
     """
     say = progress or (lambda _msg: None)
     data = config.data
@@ -427,7 +431,7 @@ def prepare_dataset(
     stages = ingested.stages
     skip_parts = [ingested.skips]
     if extract:
-        tracks, audio_skips, counts["features"] = _extract(config, tracks, workers, extraction_progress, say)
+        tracks, audio_skips, counts["features"] = _extract(config, tracks, workers, extraction_progress, say, beam)
         stages["readable_audio"] = len(tracks)
         skip_parts.append(audio_skips)
     splits, split_info, reused = _splits(tracks, config, paths, resplit)
@@ -478,11 +482,17 @@ def _extract(
     workers: Optional[int],
     extraction_progress: Optional[Callable[[int, int], None]],
     say: Callable[[str], None],
+    beam=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Extract features of ``tracks``; drop the unreadable ones. Returns (kept, skip records, summary)."""
     from msd_triplet import features
 
-    report = features.extract_tracks(config, tracks, workers=workers, progress=extraction_progress)
+    if beam is not None:
+        from msd_triplet.pipelines import extract_tracks_beam
+
+        report = extract_tracks_beam(config, tracks, beam, say)
+    else:
+        report = features.extract_tracks(config, tracks, workers=workers, progress=extraction_progress)
     cache = features.FeatureCache(report.directory)
     status = pd.Series(cache.status(), index=cache.track_ids)
     readable = status.reindex(tracks["track_id"]).to_numpy() == features.OK
@@ -512,6 +522,12 @@ def _extract(
         "silent_now": report.silent_now,
         "unreadable_by_kind": report.kinds,
     }
+    if beam is not None:
+        summary["beam"] = {
+            "runner": beam.runner,
+            "chunks_run": len(report.chunks_run),
+            "chunks_resumed": len(report.chunks_resumed),
+        }
     say(
         f"features: {summary['readable']:,} readable, {summary['unreadable']:,} skipped "
         f"({', '.join(f'{k} {v}' for k, v in report.kinds.items()) or 'none'}"

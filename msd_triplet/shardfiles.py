@@ -1,0 +1,106 @@
+"""Result files that many workers write and one process reads back: on a local disk or behind a URL.
+
+Batch jobs here (feature extraction on Beam, embedding locally or on Beam) cut
+their work into numbered pieces and write each finished piece as one ``.npz``
+file. A file is written under a temporary name and renamed into place, so its
+presence means the piece is complete: a rerun lists the folder and does only
+the pieces that are missing, and a worker that retries a piece overwrites it
+with the same content.
+
+Local paths use the file system directly (no Beam needed, so the local
+``embed`` can use this module). A path with a scheme (``gs://``, ``s3://``,
+``hdfs://``, …) goes through Apache Beam's ``FileSystems``, so the workers of
+Dataflow, Flink or Spark can write where the launcher reads.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from msd_triplet.fileio import atomic_path
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """True for ``scheme://…`` paths (read and written through Beam's FileSystems)."""
+    return "://" in str(path)
+
+
+def join(folder: str | os.PathLike, name: str) -> str:
+    """``folder/name`` for a local folder or a URL."""
+    folder = str(folder)
+    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else str(Path(folder) / name)
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def make_folder(folder: str | os.PathLike) -> None:
+    """Create a local folder (and its parents); URL folders need no creation."""
+    if not is_url(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then rename it into place."""
+    path = str(path)
+    if not is_url(path):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return
+    fs = _filesystems()
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with fs.create(tmp) as f:
+        f.write(data)
+    fs.rename([tmp], [path])
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    path = str(path)
+    if not is_url(path):
+        return Path(path).read_bytes()
+    with _filesystems().open(path) as f:
+        return f.read()
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Save ``arrays`` as one uncompressed ``.npz`` at ``path``, atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` written by :func:`write_npz` (no pickles)."""
+    with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def list_names(folder: str | os.PathLike, pattern: str) -> list[str]:
+    """Sorted names (not paths) of the files in ``folder`` matching the glob ``pattern``; [] if no folder."""
+    folder = str(folder)
+    if not is_url(folder):
+        return sorted(p.name for p in Path(folder).glob(pattern) if p.is_file())
+    matched = _filesystems().match([join(folder, pattern)])[0].metadata_list
+    return sorted(m.path.rsplit("/", 1)[-1] for m in matched)
+
+
+def delete(paths: list[str]) -> None:
+    """Delete files (missing ones are fine)."""
+    local = [p for p in paths if not is_url(p)]
+    for path in local:
+        Path(path).unlink(missing_ok=True)
+    remote = [p for p in paths if is_url(p)]
+    if remote:
+        fs = _filesystems()
+        existing = [p for p in remote if fs.exists(p)]
+        if existing:
+            fs.delete(existing)
