@@ -20,8 +20,6 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from msd_triplet import shardfiles
 from msd_triplet.config import FeatureConfig
 
-#: Output tags of :class:`DecodeShard`.
-DECODED, SKIPPED = "decoded", "skipped"
 NAMESPACE = "msd_triplet"
 
 
@@ -113,32 +111,41 @@ class ExtractChunk(beam.DoFn):
 
 
 class DecodeShard(beam.DoFn):
-    """(shard, files) → ((shard, position, path), log-mel [bands, frames, 1]); unreadable files to SKIPPED."""
+    """(shard, files) → ((shard, kept paths, skipped (path, kind, message)), log-mel [m, bands, frames, 1]).
+
+    One element per shard: RunInference embeds it whole and :class:`WriteShard`
+    writes it in the same fused stage, with no grouping step in between, so
+    each shard is on disk as soon as it is embedded (a GroupByKey would hold
+    every shard back until all of them were embedded).
+    """
 
     def __init__(self, features: FeatureConfig, batch_size: int) -> None:
         self.features, self.batch_size = features, batch_size
         self.skipped = beam.metrics.Metrics.counter(NAMESPACE, "files_skipped")
+        self.decoded = beam.metrics.Metrics.counter(NAMESPACE, "files_decoded")
 
     def process(self, element):
+        from msd_triplet import audio
+
         shard, files = element
+        kept, skipped, values = [], [], []
         for batch in decode_paths(files, self.features, self.batch_size):
-            for row, values, kind, message in zip(batch.rows, batch.log_mel, batch.kinds, batch.messages):
-                j = int(row)
-                if kind:
-                    self.skipped.inc()
-                    yield beam.pvalue.TaggedOutput(SKIPPED, (shard, (j, files[j], None, kind, message)))
-                else:
-                    yield (shard, j, files[j]), values[..., None]
-
-
-def by_shard(keyed: tuple[tuple[int, int, str], PredictionResult]) -> tuple[int, tuple]:
-    """RunInference's ((shard, position, path), result) → (shard, (position, path, vector, "", ""))."""
-    (shard, j, path), result = keyed
-    return shard, (j, path, np.asarray(result.inference, np.float32), "", "")
+            good = batch.kinds == ""
+            values.append(batch.log_mel[good])
+            kept.extend(files[int(j)] for j in batch.rows[good])
+            skipped.extend(
+                (files[int(j)], str(k), str(m))
+                for j, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
+            )
+        self.decoded.inc(len(kept))
+        self.skipped.inc(len(skipped))
+        shape = audio.feature_shape(self.features)
+        stack = np.concatenate(values) if values else np.zeros((0, *shape), np.float32)
+        yield (shard, tuple(kept), tuple(skipped)), stack[..., None]
 
 
 class WriteShard(beam.DoFn):
-    """(shard, [(position, path, vector or None, kind, message)]) → the shard's ``.npz``; yields the shard."""
+    """((shard, kept paths, skipped), RunInference's result) → the shard's ``.npz``; yields the shard number."""
 
     def __init__(self, folder: str, n_shards: int) -> None:
         self.folder, self.n_shards = folder, n_shards
@@ -146,28 +153,26 @@ class WriteShard(beam.DoFn):
     def process(self, element):
         from msd_triplet.embed import shard_path, write_embed_shard
 
-        shard, items = element
-        items = sorted(items, key=lambda item: item[0])
-        kept = [(path, vector) for _, path, vector, _, _ in items if vector is not None]
-        skipped = [(path, kind, message) for _, path, vector, kind, message in items if vector is None]
-        embeddings = np.stack([v for _, v in kept]) if kept else np.zeros((0, 0), np.float32)
-        write_embed_shard(shard_path(self.folder, shard, self.n_shards), [p for p, _ in kept], embeddings, skipped)
+        (shard, kept, skipped), result = element
+        embeddings = np.asarray(result.inference, np.float32)
+        write_embed_shard(shard_path(self.folder, shard, self.n_shards), list(kept), embeddings, list(skipped))
         yield shard
 
 
 class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     """RunInference's handler for a SavedModel of ``msd-triplet export-savedmodel``.
 
-    Beam's own ``TFModelHandlerNumpy`` loads with ``tf.keras.models.load_model``,
-    which Keras 3 refuses for SavedModel folders, and imports tensorflow_hub;
-    this handler loads with ``tf.saved_model.load`` and calls the serving
-    signature (log-mel [B, bands, frames, 1] → ``embedding`` [B, d]), the same
-    function the local ``embed`` calls for a SavedModel.
+    An example is the log-mel stack of one shard, float32 [m, bands, frames, 1];
+    its inference is the embeddings [m, d], computed ``batch_size`` rows at a
+    time by the serving signature, the same function the local ``embed`` calls
+    for a SavedModel. Beam's own ``TFModelHandlerNumpy`` loads with
+    ``tf.keras.models.load_model``, which Keras 3 refuses for SavedModel
+    folders, and needs tensorflow_hub; this handler uses ``tf.saved_model.load``.
     """
 
     def __init__(self, model_uri: str, batch_size: int = 32, signature: str = "serving_default") -> None:
-        super().__init__(min_batch_size=1, max_batch_size=batch_size)
-        self.model_uri, self.signature = model_uri, signature
+        super().__init__(min_batch_size=1, max_batch_size=1)  # an example is already a whole shard
+        self.model_uri, self.signature, self.batch_size = model_uri, signature, batch_size
 
     def load_model(self) -> Any:
         import tensorflow as tf
@@ -180,9 +185,17 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         import tensorflow as tf
 
         function = model.signatures[self.signature]
-        outputs = function(tf.constant(np.stack(batch).astype(np.float32)))
-        vectors = outputs["embedding"].numpy() if "embedding" in outputs else next(iter(outputs.values())).numpy()
-        return [PredictionResult(example, vector) for example, vector in zip(batch, vectors)]
+        results = []
+        for example in batch:
+            parts = []
+            for start in range(0, len(example), self.batch_size):
+                outputs = function(tf.constant(example[start : start + self.batch_size], tf.float32))
+                parts.append(
+                    next(iter(outputs.values())).numpy() if len(outputs) == 1 else outputs["embedding"].numpy()
+                )
+            vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+            results.append(PredictionResult(example, vectors))
+        return results
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         return int(sum(x.nbytes for x in batch))

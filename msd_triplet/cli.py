@@ -371,7 +371,9 @@ def _beam_run(ctx: click.Context, runner, staging, workers, extra: list, **setti
     bad = [a for a in extra if not a.startswith("--")]
     if bad:
         raise click.UsageError(f"unexpected argument {bad[0]!r}; write Beam pipeline options as --name=value", ctx=ctx)
-    return BeamRun(runner, tuple(extra), workers, staging, **{k: v for k, v in settings.items() if v is not None})
+    run = BeamRun(runner, tuple(extra), workers, staging, **{k: v for k, v in settings.items() if v is not None})
+    run.options()  # unknown pipeline options fail here, before any work
+    return run
 
 
 @main.command("prepare", context_settings=_BEAM_COMMAND)

@@ -96,14 +96,14 @@ class BeamRun:
                 args.append(f"--direct_num_workers={self.workers or default_workers()}")
             if not any(a.startswith("--direct_running_mode") for a in args):
                 args.append("--direct_running_mode=multi_processing")
-        if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
-            args.append("--default_sdk_harness_log_level=WARNING")  # the workers' INFO lines drown the progress
         elif self.workers is not None:
             raise ConfigError(
                 f"--workers is for the DirectRunner; give {self.runner} its own option "
                 "(Dataflow: --num_workers=N / --max_num_workers=N, Flink: --parallelism=N, "
                 "Spark: the cluster's executors)"
             )
+        if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+            args.append("--default_sdk_harness_log_level=WARNING")  # the workers' INFO lines drown the progress
         options = PipelineOptions(args, runner=self.runner)
         unknown = _unparseable(options)
         if unknown:
@@ -126,12 +126,14 @@ def _unparseable(options) -> list[str]:
             return True
 
     logger = logging.getLogger("apache_beam.options.pipeline_options")
-    catch = _Catch()
+    catch, level = _Catch(), logger.level
     logger.addFilter(catch)
+    logger.setLevel(logging.WARNING)  # even when the command line quietened Beam's loggers
     try:
         options.get_all_options()
     finally:
         logger.removeFilter(catch)
+        logger.setLevel(level)
     return found
 
 
@@ -344,23 +346,11 @@ def _run_embedding(options, job, todo: list[int], model_uri: str, features, batc
     from msd_triplet import beamjobs
 
     with beam.Pipeline(options=options) as pipeline:
-        decoded = (
+        (
             pipeline
             | "Shards" >> beam.Create([(i, job.shard_files(i)) for i in todo])
             | "Spread" >> beam.Reshuffle()
-            | "Decode"
-            >> beam.ParDo(beamjobs.DecodeShard(features, batch_size)).with_outputs(
-                beamjobs.SKIPPED, main=beamjobs.DECODED
-            )
-        )
-        embedded = (
-            decoded[beamjobs.DECODED]
+            | "Decode" >> beam.ParDo(beamjobs.DecodeShard(features, batch_size))
             | "Embed" >> RunInference(KeyedModelHandler(beamjobs.SavedModelHandler(model_uri, batch_size)))
-            | "ByShard" >> beam.Map(beamjobs.by_shard)
-        )
-        (
-            (embedded, decoded[beamjobs.SKIPPED])
-            | "Join" >> beam.Flatten()
-            | "Group" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(beamjobs.WriteShard(job.folder, job.n_shards))
         )
