@@ -252,3 +252,87 @@ def test_a_missing_beam_says_how_to_install_it(runner, keep_log_level, monkeypat
     config.write_text("name: x\n")
     result = runner.invoke(main, ["prepare", "--config", str(config), "--runner", "DirectRunner"])
     assert result.exit_code == 1 and "Apache Beam is not installed" in result.output and ".[beam]" in result.output
+
+
+# --------------------------------------------------------------------------- the local path (no Beam needed)
+
+
+@pytest.mark.slow
+def test_local_embed_killed_mid_job_redoes_no_finished_shard(demo_world, savedmodel, tmp_path):
+    from msd_triplet.embed import embed_files
+
+    audio = demo_world / "data" / "audio"
+    out = tmp_path / "local.npy"
+    command = ["embed", str(audio), "--model", str(savedmodel), "--out", str(out), "--shard-size", "5"]
+    finished = _kill_when(
+        _msd_triplet(*command, "--workers", "1"), tmp_path / "local.shards", "shard-*.npz", 3, tmp_path
+    )
+    shards = tmp_path / "local.shards"
+    before = {name: (shards / name).stat() for name in finished}
+    report = embed_files([audio], savedmodel, out, shard_size=5, workers=2, keep_shards=True)
+    assert len(before) <= report.shards_resumed < report.shards
+    for name, stat in before.items():
+        again = (shards / name).stat()
+        assert (again.st_ino, again.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), name
+    whole = embed_files([audio], savedmodel, tmp_path / "whole.npy", shard_size=5, workers=2)
+    np.testing.assert_array_equal(np.load(out), np.load(whole.out))
+    assert report.tracks.read_bytes() == whole.tracks.read_bytes()
+    assert report.skipped_manifest.read_bytes() == whole.skipped_manifest.read_bytes()
+
+
+def test_shards_of_another_job_are_replaced_not_mixed(audio_files, savedmodel, tmp_path, monkeypatch):
+    from msd_triplet import embed
+
+    files = sorted(audio_files.good.values())
+    out = tmp_path / "e.npy"
+    embed.embed_files(files[:4], savedmodel, out, shard_size=2, workers=1, keep_shards=True)
+    calls = []
+    original = embed._embed_shard
+    monkeypatch.setattr(embed, "_embed_shard", lambda job, i, *a: calls.append(i) or original(job, i, *a))
+    again = embed.embed_files(files[:4], savedmodel, out, shard_size=2, workers=1, keep_shards=True)
+    assert calls == [] and again.shards_resumed == 2  # the same job: nothing redone
+    with pytest.warns(UserWarning, match="2 shard\\(s\\) of an earlier job"):
+        other = embed.embed_files(files[1:5], savedmodel, out, shard_size=2, workers=1)
+    assert calls == [0, 1] and other.shards_resumed == 0
+    assert list(pd.read_csv(other.tracks)["path"]) == list(map(str, files[1:5]))
+    assert not (tmp_path / "e.shards").exists()
+
+
+def test_store_rows_fills_a_cache_by_track_id_once(tmp_path):
+    from msd_triplet.config import FeatureConfig
+    from msd_triplet.featurecache import OK, SKIPPED, TODO, open_or_create, store_rows
+
+    features = FeatureConfig()
+    ids = [f"T{i}" for i in range(7)]
+    cache = open_or_create(tmp_path / "c", ids, [f"a/{t}.mp3" for t in ids], features, (0, 3))
+    shape = cache.shape
+    values = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+    stored = store_rows(cache, ["T5", "T1", "T9", "T3"], values, ["", "", "", "empty"], ["", "", "", "a/T3.mp3: empty"])
+    assert stored == (2, 1)  # T9 is not in the cache
+    assert list(cache.status()) == [TODO, OK, TODO, SKIPPED, TODO, OK, TODO]
+    np.testing.assert_array_equal(cache.read(np.array([5, 1])), values[:2])
+    assert cache.skipped().to_dict("records") == [
+        {"row": "3", "track_id": "T3", "path": "a/T3.mp3", "kind": "empty", "message": "a/T3.mp3: empty"}
+    ]
+    # the same rows again (a chunk stored twice) change nothing
+    assert store_rows(cache, ["T5", "T3"], values[2:], ["", ""], ["", ""]) == (0, 0)
+    np.testing.assert_array_equal(cache.read(np.array([5])), values[:1])
+    assert list(cache.status()) == [TODO, OK, TODO, SKIPPED, TODO, OK, TODO]
+    with pytest.raises(ValueError, match="log_mel: shape"):
+        store_rows(cache, ["T0"], values, [""], [""])
+
+
+def test_shard_files_round_trip_and_hide_unfinished_writes(tmp_path):
+    from msd_triplet import shardfiles
+
+    arrays = {"paths": np.array(["a", "bé"]), "x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    shardfiles.write_npz(shardfiles.join(tmp_path, "shard-1.npz"), arrays)
+    (tmp_path / ".shard-2.npz.abc.tmp").write_bytes(b"half")  # what a killed writer leaves
+    assert shardfiles.list_names(tmp_path, "shard-*.npz") == ["shard-1.npz"]
+    back = shardfiles.read_npz(tmp_path / "shard-1.npz")
+    assert back.keys() == arrays.keys() and all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    assert shardfiles.list_names(tmp_path / "nothing-here", "*.npz") == []
+    shardfiles.delete([str(tmp_path / "shard-1.npz"), str(tmp_path / "never.npz")])
+    assert shardfiles.list_names(tmp_path, "*.npz") == []
+    assert shardfiles.is_url("gs://b/x") and not shardfiles.is_url("/tmp/x")
+    assert shardfiles.join("gs://b/x/", "y") == "gs://b/x/y"
