@@ -9,7 +9,6 @@ and listed with their reason, never a stop (unless none could be read).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import time
@@ -345,9 +344,7 @@ def finish_embed_job(job: EmbedJob, out: Path, started: float, resumed: int, kee
 
 def _delete_job(job: EmbedJob) -> None:
     shardfiles.delete([job.shard_path(i) for i in range(job.n_shards)] + [shardfiles.join(job.folder, "job.json")])
-    if not shardfiles.is_url(job.folder):
-        with contextlib.suppress(OSError):
-            Path(job.folder).rmdir()
+    shardfiles.remove_folder(job.folder, "shard-")
 
 
 def embed_files(

@@ -246,6 +246,8 @@ def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: Non
     skipped = cache.skipped()
     report.kinds = {str(k): int(v) for k, v in skipped["kind"].value_counts().items()} if len(skipped) else {}
     ft.write_manifest(cache, skipped)
+    if not report.todo:
+        shardfiles.remove_folder(staging, "chunk-")
     if report.todo:
         raise MsdTripletError(
             f"{cache.directory}: {report.todo:,} rows still have no features after the pipeline; "

@@ -49,6 +49,10 @@ def make_folder(folder: str | os.PathLike) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
 
 
+#: What the temporary name of an unfinished write ends with (local: ``.<name>.<hex>.tmp``, a URL: ``<name>.tmp-<hex>``).
+_URL_TMP = ".tmp-"
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` under a temporary name, then rename it into place."""
     path = str(path)
@@ -57,7 +61,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
             tmp.write_bytes(data)
         return
     fs = _filesystems()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = f"{path}{_URL_TMP}{uuid.uuid4().hex[:12]}"
     with fs.create(tmp) as f:
         f.write(data)
     fs.rename([tmp], [path])
@@ -104,3 +108,18 @@ def delete(paths: list[str]) -> None:
         existing = [p for p in remote if fs.exists(p)]
         if existing:
             fs.delete(existing)
+
+
+def remove_folder(folder: str | os.PathLike, prefix: str) -> None:
+    """Delete what a finished job leaves in ``folder``: the temporary files of writes that were killed
+    (names starting with ``prefix``), then the folder itself if it is local and empty."""
+    folder = str(folder)
+    if is_url(folder):
+        delete([join(folder, n) for n in list_names(folder, f"{prefix}*{_URL_TMP}*")])
+        return
+    for leftover in Path(folder).glob(f".{prefix}*.tmp"):
+        leftover.unlink(missing_ok=True)
+    try:
+        Path(folder).rmdir()
+    except OSError:  # not empty (other files were put there) or already gone
+        pass
