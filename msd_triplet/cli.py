@@ -75,6 +75,7 @@ _BEAM_NOISE = (
     b"No semi_persistent_directory found",
     b"Discarding unparseable args: ['--pipeline_type_check', '--direct_runner_use_stacked_bundle']",
     b"Resource module is not available for current platform",
+    b"INFO:__main__:Logging handler created.",
 )
 
 
@@ -427,7 +428,8 @@ def prepare_cmd(
     if beam is not None and (shard is not None or no_features):
         raise click.UsageError("--runner extracts every shard: leave out --shard and --no-features", ctx=ctx)
     config = load_config(config_path)
-    bar, progress = _progress_bar("extracting features")
+    # a Beam pipeline reports no per-clip progress to the launcher (its runner's UI shows it)
+    bar, progress = _progress_bar("extracting features") if beam is None else (contextlib.nullcontext(), None)
     with bar:
         if shard is not None:
             report = prepare.extract_shard(
@@ -680,7 +682,13 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
 
 
 @main.command("embed", context_settings=_BEAM_COMMAND)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--files-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A text file listing audio files or folders, one per line (added to PATHS).",
+)
 @click.option(
     "--model",
     "source",
@@ -721,6 +729,7 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
 def embed_cmd(
     ctx: click.Context,
     paths,
+    files_from,
     source: Path,
     out: Path,
     batch_size: int,
@@ -732,8 +741,8 @@ def embed_cmd(
     runner,
     staging,
 ) -> None:
-    """Embed audio files and folders (mp3, wav, flac, ogg, aiff) with a trained model."""
-    from msd_triplet.embed import DEFAULT_SHARD_SIZE, embed_files
+    """Embed audio files, folders and glob patterns (mp3, wav, flac, ogg, aiff) with a trained model."""
+    from msd_triplet.embed import DEFAULT_SHARD_SIZE, embed_files, read_file_list
 
     if projector_dir is not None and out.suffix != ".npy":
         raise click.BadParameter(f"{out}: --projector needs the .npy output (--out X.npy)", param_hint="--projector")
@@ -741,8 +750,10 @@ def embed_cmd(
     extra = [str(p) for p in paths if str(p).startswith("--")]
     paths = [p for p in paths if not str(p).startswith("--")]
     beam = _beam_run(ctx, runner, staging, workers, extra)
+    if files_from is not None:
+        paths += read_file_list(files_from)
     if not paths:
-        raise click.UsageError("missing argument PATHS: give audio files or folders", ctx=ctx)
+        raise click.UsageError("missing argument PATHS: give audio files, folders or --files-from", ctx=ctx)
     if beam is not None:
         from msd_triplet.pipelines import embed_files_beam
 

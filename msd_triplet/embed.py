@@ -115,18 +115,39 @@ def _keras_file_features(source: Path, model) -> FeatureConfig:
 def find_audio(paths: Sequence[str | Path]) -> list[Path]:
     """Files as given, plus every entry with an audio extension under given folders (sorted).
 
-    Missing paths, and entries with an audio extension that are not regular
-    files (a directory ``x.mp3``, a FIFO, a link to a device), are kept: the
-    decoder skips them with kind ``missing`` / ``not_a_file`` so they are
-    listed in the skip manifest rather than silently left out.
+    A path that does not exist but holds ``*``, ``?`` or ``[`` is a glob
+    pattern (``**`` spans folders), e.g. ``"audio/**/*.mp3"``; what it
+    matches is taken as if given (sorted). Missing paths, patterns that match
+    nothing, and entries with an audio extension that are not regular files
+    (a directory ``x.mp3``, a FIFO, a link to a device), are kept: the decoder
+    skips them with kind ``missing`` / ``not_a_file`` so they are listed in the
+    skip manifest rather than silently left out.
     """
+    import glob
+
     found: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS))
-        else:
-            found.append(path)
+        matches = [path]
+        if not path.exists() and glob.has_magic(str(path)):
+            matches = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))] or [path]
+        for match in matches:
+            if match.is_dir():
+                found.extend(sorted(p for p in match.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS))
+            else:
+                found.append(match)
     return list(dict.fromkeys(found))
+
+
+def read_file_list(path: str | Path) -> list[str]:
+    """The paths listed in a text file, one per line (blank lines and lines starting with ``#`` left out)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); list one path per line"
+        ) from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 @dataclass

@@ -131,3 +131,28 @@ def test_similar_reuses_its_index_for_a_run_without_best_keras(tiny_run, tmp_pat
     monkeypatch.setattr(training, "embed_rows", lambda *a: pytest.fail("the index was computed again"))
     second = split_index(run, "test", "best")
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_embed_takes_glob_patterns_and_a_file_list(runner, keep_log_level, tiny_run, audio_files, tmp_path):
+    from msd_triplet.cli import main
+
+    folder = audio_files.good["wav_22k_mono"].parent
+    args = ["--model", str(tiny_run), "--workers", "1"]
+    result = runner.invoke(main, ["embed", str(folder / "*.wav"), *args, "--out", str(tmp_path / "g.npy")])
+    assert result.exit_code == 0, result.output
+    wavs = sorted(map(str, folder.glob("*.wav")))
+    kept = list(pd.read_csv(tmp_path / "g.tracks.csv")["path"])
+    skipped = list(pd.read_csv(tmp_path / "g.skipped.csv")["path"])
+    assert sorted(kept + skipped) == wavs and len(kept) >= 4  # short.wav and silent/broken ones are listed
+    listed = [audio_files.good["flac_48k_stereo"], audio_files.good["wav_22k_mono"]]
+    file_list = tmp_path / "files.txt"
+    file_list.write_text(f"# two files\n{listed[0]}\n\n  {listed[1]}  \n")
+    result = runner.invoke(main, ["embed", "--files-from", str(file_list), *args, "--out", str(tmp_path / "l.npy")])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(tmp_path / "l.tracks.csv")["path"]) == list(map(str, listed))  # in the list's order
+    # a pattern that matches nothing is a missing file in the manifest, not a silent no-op
+    result = runner.invoke(main, ["embed", str(folder / "*.nothing"), *args, "--out", str(tmp_path / "n.npy")])
+    assert result.exit_code == 1 and "nothing embedded: 1 file given" in result.output
+    assert list(pd.read_csv(tmp_path / "n.skipped.csv")["kind"]) == ["missing"]
+    result = runner.invoke(main, ["embed", *args, "--out", str(tmp_path / "x.npy")])
+    assert result.exit_code == 2 and "--files-from" in result.output
