@@ -321,7 +321,7 @@ _BEAM_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 def _runner_options(what: str):
-    """``--runner`` and the Beam options shared by prepare and embed; unknown ``--name=value`` go to Beam."""
+    """``--runner``, ``--workers``, ``--staging`` (shared by prepare and embed); unknown ``--name=value`` go to Beam."""
     from msd_triplet.pipelines import RUNNERS
 
     def decorate(command):
@@ -334,6 +334,12 @@ def _runner_options(what: str):
                     help=f"{what} on Apache Beam with this runner (needs the [beam] extra). Further "
                     "--name=value options are Beam pipeline options, e.g. --project=… --region=… "
                     "--temp_location=gs://… for Dataflow.",
+                ),
+                click.option(
+                    "--workers",
+                    type=click.IntRange(min=1),
+                    default=None,
+                    help="Decoding threads; with --runner DirectRunner, worker processes [default: usable CPUs].",
                 ),
                 click.option(
                     "--staging",
@@ -386,12 +392,6 @@ def _beam_run(ctx: click.Context, runner, staging, workers, extra: list, **setti
     metavar="I/N",
     help="Only extract features of shard I of N (0-based), for many machines sharing one cache; "
     "then run prepare once without --shard.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Decoding threads; with --runner DirectRunner, worker processes [default: usable CPUs].",
 )
 @click.option("--no-features", is_flag=True, help="Skip feature extraction (only check that audio files exist).")
 @_runner_options("Extract the features")
@@ -703,12 +703,6 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
     help="embeddings.npy (+ .tracks.csv beside it) or embeddings.csv.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Decoding threads; with --runner DirectRunner, worker processes [default: usable CPUs].",
-)
 @_checkpoint_option("Which checkpoint of a run folder.")
 @click.option(
     "--projector",

@@ -98,6 +98,10 @@ class ExtractionReport:
     skipped: int = 0  # rows skipped, over the whole cache
     todo: int = 0  # rows still to extract, over the whole cache
     kinds: dict[str, int] = field(default_factory=dict)  # skipped rows per AudioError kind, whole cache
+    # on Apache Beam (msd_triplet.pipelines): the work items (chunks) this call computed, and those an
+    # interrupted earlier call had finished, which were stored and not computed again
+    chunks_run: list[int] = field(default_factory=list)
+    chunks_resumed: list[int] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:

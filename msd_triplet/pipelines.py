@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -140,38 +140,6 @@ def _unparseable(options) -> list[str]:
 # --------------------------------------------------------------------------- features
 
 
-@dataclass
-class BeamExtractionReport:
-    """What one :func:`extract_tracks_beam` call did (counts over the whole cache, like ExtractionReport)."""
-
-    directory: Path
-    total: int
-    chunks: int  # work items of this call's pipeline
-    chunks_resumed: list[int] = field(default_factory=list)  # chunks an interrupted run had finished, stored
-    chunks_run: list[int] = field(default_factory=list)  # chunks this call's pipeline computed
-    extracted: int = 0
-    skipped_now: int = 0
-    silent_now: int = 0
-    seconds: float = 0.0
-    ok: int = 0
-    skipped: int = 0
-    todo: int = 0
-    kinds: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return self.todo == 0
-
-    @property
-    def clips_per_second(self) -> float:
-        done = self.extracted + self.skipped_now
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def manifest(self) -> Path:
-        return self.directory / "skipped.csv"
-
-
 def chunk_name(c: int) -> str:
     return f"chunk-{c:07d}.npz"
 
@@ -203,13 +171,16 @@ def store_chunks(cache, staging: str, say: Say = lambda _m: None) -> tuple[list[
     return done, stored, skipped, silent
 
 
-def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: None) -> BeamExtractionReport:
+def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: None):
     """Extract the features of a track table (``track_id``, ``audio_path`` under ``data.root``) on Beam.
 
     Writes the cache of ``config`` (:func:`msd_triplet.featurecache.cache_dir`)
     exactly as :func:`msd_triplet.features.extract_tracks` would; see the
     module docstring for the steps. Resumable: rows already in the cache and
-    chunks a killed run finished are not computed again.
+    chunks a killed run finished are not computed again. Returns the
+    :class:`~msd_triplet.features.ExtractionReport` (``chunks_run``,
+    ``chunks_resumed`` say which work items were computed now and which were
+    stored from an interrupted run).
     """
     import numpy as np
 
@@ -233,11 +204,13 @@ def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: Non
     for c in np.unique(todo // beam.chunk_size):
         rows = todo[todo // beam.chunk_size == c]
         chunks[int(c)] = (cache.track_ids[rows].tolist(), worker_paths[rows].tolist())
-    report = BeamExtractionReport(cache.directory, len(cache), len(chunks), sorted(resumed))
+    report = ft.ExtractionReport(cache.directory, len(cache), list(range(len(cache.shards))))
+    report.chunks_resumed = sorted(resumed)
     if chunks:
         say(f"features: {len(todo):,} tracks in {len(chunks)} chunk(s) on {beam.runner}; staging {staging}")
         _run_extraction(options, chunks, config.features, ft.cache_key(config.features), staging)
-        report.chunks_run, report.extracted, report.skipped_now, report.silent_now = store_chunks(cache, staging, say)
+        run, report.extracted, report.skipped_now, report.silent_now = store_chunks(cache, staging, say)
+        report.chunks_run = sorted(run)
     report.seconds = time.perf_counter() - started
     status = cache.status()
     report.ok = int(np.count_nonzero(status == OK))

@@ -338,3 +338,92 @@ def test_shard_files_round_trip_and_hide_unfinished_writes(tmp_path):
     assert shardfiles.join("gs://b/x/", "y") == "gs://b/x/y"
     shardfiles.remove_folder(tmp_path, "shard-")  # the killed write's leftover, then the empty folder
     assert not tmp_path.exists()
+
+
+# --------------------------------------------------------------------------- results and audio behind a URL
+
+
+@pytest.fixture(scope="module")
+def url_scheme(beam):
+    """``msdtest:///abs/path``: a Beam file system (registered by subclassing) over the local disk, so the
+    URL code paths run without a cloud account; in this process only (not in DirectRunner workers)."""
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    prefix = "msdtest://"
+
+    def strip(path: str) -> str:
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
+    class PrefixedLocal(LocalFileSystem):
+        @classmethod
+        def scheme(cls):
+            return "msdtest"
+
+        def _list(self, dir_or_prefix):
+            for metadata in super()._list(strip(dir_or_prefix)):
+                metadata.path = prefix + metadata.path
+                yield metadata
+
+        def create(self, path, *args, **kwargs):
+            return super().create(strip(path), *args, **kwargs)
+
+        def open(self, path, *args, **kwargs):
+            return super().open(strip(path), *args, **kwargs)
+
+        def rename(self, sources, destinations):
+            return super().rename([strip(p) for p in sources], [strip(p) for p in destinations])
+
+        def exists(self, path):
+            return super().exists(strip(path))
+
+        def delete(self, paths):
+            return super().delete([strip(p) for p in paths])
+
+    yield prefix, PrefixedLocal  # the class must stay referenced to stay registered
+
+
+def test_result_files_behind_a_url(url_scheme, tmp_path):
+    from msd_triplet import shardfiles
+
+    prefix, _ = url_scheme
+    folder = f"{prefix}{tmp_path}/staging"
+    (tmp_path / "staging").mkdir()
+    shardfiles.write_npz(shardfiles.join(folder, "chunk-0000001.npz"), {"x": np.arange(3)})
+    (tmp_path / "staging" / "chunk-0000002.npz.tmp-0123456789ab").write_bytes(b"half")  # a killed write
+    assert shardfiles.list_names(folder, "chunk-*.npz") == ["chunk-0000001.npz"]
+    assert np.array_equal(shardfiles.read_npz(shardfiles.join(folder, "chunk-0000001.npz"))["x"], np.arange(3))
+    assert np.array_equal(np.load(tmp_path / "staging" / "chunk-0000001.npz")["x"], np.arange(3))
+    shardfiles.delete([shardfiles.join(folder, "chunk-0000001.npz"), shardfiles.join(folder, "gone.npz")])
+    shardfiles.remove_folder(folder, "chunk-")
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
+def test_audio_behind_a_url_decodes_as_the_local_file(url_scheme, audio_files):
+    from msd_triplet.beamjobs import decode_paths
+    from msd_triplet.config import FeatureConfig
+
+    prefix, _ = url_scheme
+    local = [str(audio_files.good["mp3_44k_stereo"]), str(audio_files.bad["short_wav"]), str(audio_files.silent)]
+    urls = [prefix + p for p in local] + [f"{prefix}/no/such/file.mp3"]
+    features = FeatureConfig()
+    (expected,) = list(decode_paths(local, features, batch_size=8))
+    batches = list(decode_paths(urls, features, batch_size=2))  # two batches: copied two files at a time
+    assert [list(b.rows) for b in batches] == [[0, 1], [2, 3]]
+    got = np.concatenate([b.log_mel for b in batches])
+    np.testing.assert_array_equal(got[:3], expected.log_mel)
+    kinds = [k for b in batches for k in b.kinds]
+    messages = [m for b in batches for m in b.messages]
+    assert kinds == ["", "too_short", "", "missing"]
+    assert messages[1].startswith(urls[1] + ":") and messages[3].startswith(urls[3] + ":")
+
+
+def test_audio_root_moves_the_workers_paths_only(beam, demo_world):
+    from msd_triplet.config import load_config
+
+    config = load_config(_config(demo_world, "local"))
+    cache = _cache(demo_world, "local")
+    moved = beam._worker_paths(config, cache, "gs://bucket/msd/")
+    root = str(demo_world / "data") + "/"
+    assert all(p.startswith(root) for p in cache.audio_paths)
+    assert list(moved) == ["gs://bucket/msd/" + p[len(root) :] for p in cache.audio_paths]
+    assert list(beam._worker_paths(config, cache, None)) == list(cache.audio_paths)
