@@ -251,12 +251,21 @@ class FeatureCache:
         ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SKIP_MANIFEST_COLUMNS)
 
-    def rows(self, track_ids: Sequence[str]) -> np.ndarray:
-        """int64 rows of ``track_ids``; DataError if one is not in the cache or was not extracted."""
+    def _track_index(self) -> dict[str, int]:
         if self._index is None:
             self._index = {t: i for i, t in enumerate(self.track_ids)}
+        return self._index
+
+    def positions(self, track_ids: Sequence[str]) -> np.ndarray:
+        """int64 rows of ``track_ids``, -1 for a track the cache does not hold (whatever its status)."""
+        index = self._track_index()
+        return np.fromiter((index.get(str(t), -1) for t in track_ids), dtype=np.int64, count=len(track_ids))
+
+    def rows(self, track_ids: Sequence[str]) -> np.ndarray:
+        """int64 rows of ``track_ids``; DataError if one is not in the cache or was not extracted."""
+        index = self._track_index()
         try:
-            rows = np.fromiter((self._index[t] for t in track_ids), dtype=np.int64, count=len(track_ids))
+            rows = np.fromiter((index[t] for t in track_ids), dtype=np.int64, count=len(track_ids))
         except KeyError as exc:
             raise DataError(
                 f"{self.directory}: track {exc.args[0]} is not in the feature cache; run `msd-triplet prepare` again"
@@ -306,8 +315,7 @@ def store_rows(
         raise ArgumentError(
             f"log_mel: shape {log_mel.shape} for {len(track_ids)} tracks; expected {(len(track_ids), *cache.shape)}"
         )
-    index = {t: i for i, t in enumerate(cache.track_ids)}
-    rows = np.array([index.get(str(t), -1) for t in track_ids], dtype=np.int64)
+    rows = cache.positions(track_ids)
     kinds = np.asarray(kinds, dtype=str)
     stored = skipped = 0
     for shard in cache.shards:

@@ -201,9 +201,9 @@ def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: Non
     todo = np.flatnonzero(cache.status() == TODO)
     worker_paths = _worker_paths(config, cache, beam.audio_root)
     chunks = {}
-    for c in np.unique(todo // beam.chunk_size):
-        rows = todo[todo // beam.chunk_size == c]
-        chunks[int(c)] = (cache.track_ids[rows].tolist(), worker_paths[rows].tolist())
+    numbers = todo // beam.chunk_size  # todo is sorted: each chunk's rows are one run
+    for rows in np.split(todo, np.flatnonzero(np.diff(numbers)) + 1) if len(todo) else []:
+        chunks[int(rows[0] // beam.chunk_size)] = (cache.track_ids[rows].tolist(), worker_paths[rows].tolist())
     report = ft.ExtractionReport(cache.directory, len(cache), list(range(len(cache.shards))))
     report.chunks_resumed = sorted(resumed)
     if chunks:
