@@ -185,6 +185,11 @@ def extract_features(
             total,
         )
     report.seconds = time.perf_counter() - started
+    return close_report(cache, report)
+
+
+def close_report(cache: FeatureCache, report: ExtractionReport) -> ExtractionReport:
+    """Fill the whole-cache counts of ``report`` and write the cache's ``skipped.csv``; returns ``report``."""
     status = cache.status()
     report.ok = int(np.count_nonzero(status == OK))
     report.skipped = int(np.count_nonzero(status == SKIPPED))

@@ -186,7 +186,7 @@ def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: Non
 
     from msd_triplet import features as ft
     from msd_triplet import shardfiles
-    from msd_triplet.featurecache import OK, SKIPPED, TODO, cache_dir, open_or_create
+    from msd_triplet.featurecache import TODO, cache_dir, open_or_create
 
     options = beam.options()
     started = time.perf_counter()
@@ -212,16 +212,10 @@ def extract_tracks_beam(config, tracks, beam: BeamRun, say: Say = lambda _m: Non
         run, report.extracted, report.skipped_now, report.silent_now = store_chunks(cache, staging, say)
         report.chunks_run = sorted(run)
     report.seconds = time.perf_counter() - started
-    status = cache.status()
-    report.ok = int(np.count_nonzero(status == OK))
-    report.skipped = int(np.count_nonzero(status == SKIPPED))
-    report.todo = int(np.count_nonzero(status == TODO))
-    skipped = cache.skipped()
-    report.kinds = {str(k): int(v) for k, v in skipped["kind"].value_counts().items()} if len(skipped) else {}
-    ft.write_manifest(cache, skipped)
+    ft.close_report(cache, report)
     if not report.todo:
         shardfiles.remove_folder(staging, "chunk-")
-    if report.todo:
+    else:
         raise MsdTripletError(
             f"{cache.directory}: {report.todo:,} rows still have no features after the pipeline; "
             f"chunks may be missing from {staging}; run the same command again"
