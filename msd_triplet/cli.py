@@ -682,7 +682,7 @@ def probe_cmd(run_dir: Path, facet: str, checkpoint: str, epochs: int, seed, no_
 
 
 @main.command("embed", context_settings=_BEAM_COMMAND)
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))  # str: a Path would turn gs:// into gs:/
 @click.option(
     "--files-from",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -735,7 +735,9 @@ def embed_cmd(
     runner,
     staging,
 ) -> None:
-    """Embed audio files, folders and glob patterns (mp3, wav, flac, ogg, aiff) with a trained model."""
+    """Embed audio files, folders and glob patterns (mp3, wav, flac, ogg, aiff) with a trained model.
+
+    With --runner, PATHS may also be URLs the workers can read (gs://bucket/audio/*.mp3)."""
     from msd_triplet.embed import DEFAULT_SHARD_SIZE, embed_files, read_file_list
 
     if projector_dir is not None and out.suffix != ".npy":

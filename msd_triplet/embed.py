@@ -405,6 +405,12 @@ def embed_files(
     out = Path(out)
     if out.suffix not in (".npy", ".csv"):
         raise MsdTripletError(f"{out}: output must end in .npy or .csv")
+    urls = [str(p) for p in paths if shardfiles.is_url(p)]
+    if urls:
+        raise MsdTripletError(
+            f"{urls[0]}: a URL; the local embed reads files on this machine: copy them here, mount the bucket, "
+            "or run it on Apache Beam (--runner), whose workers read URLs"
+        )
     check_writable(out)
     files = find_audio(paths)
     if not files:

@@ -266,8 +266,9 @@ def embed_files_beam(
 ):
     """:func:`msd_triplet.embed.embed_files` on Beam, with an exported SavedModel through RunInference.
 
-    Writes the same ``out`` (.npy + .tracks.csv, or .csv) and ``.skipped.csv``
-    as the local path; shards go to ``beam.staging`` (default
+    ``paths`` may also be URLs the workers can read (``gs://…``, globs
+    included; :func:`find_inputs`). Writes the same ``out`` (.npy + .tracks.csv,
+    or .csv) and ``.skipped.csv`` as the local path; shards go to ``beam.staging`` (default
     ``<out>.shards``), which the workers must be able to write (a URL on a
     cluster). A rerun after a crash computes only the missing shards.
     Returns an :class:`msd_triplet.embed.EmbedReport`.
@@ -287,7 +288,7 @@ def embed_files_beam(
     if out.suffix not in (".npy", ".csv"):
         raise MsdTripletError(f"{out}: output must end in .npy or .csv")
     embed.check_writable(out)
-    files = embed.find_audio(paths)
+    files = find_inputs(paths)
     if not files:
         raise DataError(f"no audio files in {', '.join(map(str, paths))}")
     config_file = savedmodel / "msd_triplet_config.yaml"
@@ -305,6 +306,27 @@ def embed_files_beam(
         say(f"embedding {len(files):,} files in {len(todo)} of {job.n_shards} shard(s) on {beam.runner}")
         _run_embedding(options, job, todo, str(savedmodel.resolve()), features, batch_size)
     return embed.finish_embed_job(job, out, started, job.n_shards - len(todo), keep_shards)
+
+
+def find_inputs(paths: Sequence[str | Path]) -> list[str]:
+    """:func:`msd_triplet.embed.find_audio` for local paths, plus URLs (``gs://bucket/audio/*.mp3``).
+
+    A URL with ``*``, ``?`` or ``[`` is matched through Beam's file systems
+    (sorted; one that matches nothing is kept, to be listed as missing); any
+    other URL is taken as a file. Local and URL inputs keep the order given.
+    """
+    from msd_triplet import embed, shardfiles
+
+    found: list[str] = []
+    for path in paths:
+        text = str(path)
+        if not shardfiles.is_url(text):
+            found.extend(map(str, embed.find_audio([text])))
+        elif any(c in text for c in "*?["):
+            found.extend(shardfiles.match(text) or [text])
+        else:
+            found.append(text)
+    return list(dict.fromkeys(found))
 
 
 def _run_embedding(options, job, todo: list[int], model_uri: str, features, batch_size: int) -> None:

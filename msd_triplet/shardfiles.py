@@ -97,6 +97,11 @@ def list_names(folder: str | os.PathLike, pattern: str) -> list[str]:
     return sorted(m.path.rsplit("/", 1)[-1] for m in matched)
 
 
+def match(pattern: str) -> list[str]:
+    """Sorted paths of the files a URL glob pattern matches (through Beam's FileSystems)."""
+    return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
+
+
 def delete(paths: list[str]) -> None:
     """Delete files (missing ones are fine)."""
     local = [p for p in paths if not is_url(p)]

@@ -427,3 +427,27 @@ def test_audio_root_moves_the_workers_paths_only(beam, demo_world):
     assert all(p.startswith(root) for p in cache.audio_paths)
     assert list(moved) == ["gs://bucket/msd/" + p[len(root) :] for p in cache.audio_paths]
     assert list(beam._worker_paths(config, cache, None)) == list(cache.audio_paths)
+
+
+def test_beam_embeds_audio_behind_url_globs(url_scheme, savedmodel, audio_files, tmp_path):
+    """URL inputs (a glob and a single file) in the launcher's process: the in-memory DirectRunner, where the
+    test file system is registered; the vectors equal the local embed of the same files."""
+    from msd_triplet import pipelines
+    from msd_triplet.embed import embed_files
+    from msd_triplet.errors import MsdTripletError
+
+    prefix, _ = url_scheme
+    folder = audio_files.good["wav_22k_mono"].parent
+    inputs = [f"{prefix}{folder}/*.wav", f"{prefix}{audio_files.good['mp3_44k_stereo']}", f"{prefix}/nothing/*.mp3"]
+    run = pipelines.BeamRun("DirectRunner", args=("--direct_running_mode=in_memory",), workers=1)
+    report = pipelines.embed_files_beam(inputs, savedmodel, tmp_path / "u.npy", run, shard_size=3)
+    wavs = sorted(map(str, folder.glob("*.wav")))
+    local = embed_files([*wavs, audio_files.good["mp3_44k_stereo"]], savedmodel, tmp_path / "l.npy", workers=1)
+    kept = list(pd.read_csv(report.tracks)["path"])
+    assert kept == [prefix + p for p in pd.read_csv(local.tracks)["path"]]
+    np.testing.assert_allclose(np.load(report.out), np.load(local.out), rtol=0, atol=1e-5)
+    skipped = pd.read_csv(report.skipped_manifest)
+    assert list(skipped["path"])[-1] == f"{prefix}/nothing/*.mp3" and list(skipped["kind"])[-1] == "missing"
+    assert all(m.startswith(p + ":") for p, m in zip(skipped["path"], skipped["message"]))
+    with pytest.raises(MsdTripletError, match="a URL; the local embed reads files on this machine"):
+        embed_files(inputs[:1], savedmodel, tmp_path / "x.npy")
