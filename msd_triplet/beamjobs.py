@@ -126,17 +126,15 @@ class DecodeShard(beam.DoFn):
 
     def process(self, element):
         from msd_triplet import audio
+        from msd_triplet.embed import split_batch
 
         shard, files = element
         kept, skipped, values = [], [], []
         for batch in decode_paths(files, self.features, self.batch_size):
-            good = batch.kinds == ""
+            good, batch_kept, batch_skipped = split_batch(batch, files)
             values.append(batch.log_mel[good])
-            kept.extend(files[int(j)] for j in batch.rows[good])
-            skipped.extend(
-                (files[int(j)], str(k), str(m))
-                for j, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
-            )
+            kept.extend(batch_kept)
+            skipped.extend(batch_skipped)
         self.decoded.inc(len(kept))
         self.skipped.inc(len(skipped))
         shape = audio.feature_shape(self.features)

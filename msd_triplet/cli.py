@@ -361,10 +361,8 @@ def _beam_run(ctx: click.Context, runner, staging, workers, extra: list, **setti
     if runner is None:
         if extra:
             raise click.UsageError(f"no such option: {extra[0]} (Beam pipeline options need --runner)", ctx=ctx)
-        if staging is not None or any(v is not None for v in settings.values()):
-            given = ["--staging"] * (staging is not None) + [
-                f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None
-            ]
+        given = [f"--{k.replace('_', '-')}" for k, v in {"staging": staging, **settings}.items() if v is not None]
+        if given:
             raise click.UsageError(f"{' and '.join(given)} need(s) --runner", ctx=ctx)
         return None
     import logging

@@ -68,8 +68,7 @@ def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(source))
-        config_path = source / "msd_triplet_config.yaml"
-        features = load_config(config_path).features if config_path.is_file() else FeatureConfig()
+        features = savedmodel_features(source)
         function = loaded.signatures["serving_default"]
         return Embedder(
             lambda x: next(iter(function(tf.constant(x)).values())).numpy(), features, f"SavedModel {source}"
@@ -85,6 +84,12 @@ def load_embedder(source: str | Path, checkpoint: str = "best") -> Embedder:
         f"{source}: not a model; give a run folder (with config.yaml), an exported SavedModel "
         "folder (with saved_model.pb) or a .keras file"
     )
+
+
+def savedmodel_features(folder: Path) -> FeatureConfig:
+    """The features an exported SavedModel takes: its ``msd_triplet_config.yaml``, else the defaults."""
+    config_path = folder / "msd_triplet_config.yaml"
+    return load_config(config_path).features if config_path.is_file() else FeatureConfig()
 
 
 def _keras_file_features(source: Path, model) -> FeatureConfig:
@@ -194,9 +199,13 @@ def model_fingerprint(source: str | Path, checkpoint: str = "best") -> str:
     return digest.hexdigest()[:16]
 
 
+def _shard_name(i: int, n: int) -> str:
+    return f"shard-{i:05d}-of-{n:05d}.npz"
+
+
 def shard_path(folder: str, i: int, n: int) -> str:
     """The file of shard ``i`` of ``n`` of an embedding job in ``folder`` (local or a URL)."""
-    return shardfiles.join(folder, f"shard-{i:05d}-of-{n:05d}.npz")
+    return shardfiles.join(folder, _shard_name(i, n))
 
 
 @dataclass(frozen=True)
@@ -226,7 +235,7 @@ class EmbedJob:
 
     def finished(self) -> set[int]:
         names = set(shardfiles.list_names(self.folder, f"shard-*-of-{self.n_shards:05d}.npz"))
-        return {i for i in range(self.n_shards) if self.shard_path(i).rsplit("/", 1)[-1] in names}
+        return {i for i in range(self.n_shards) if _shard_name(i, self.n_shards) in names}
 
     def missing(self) -> list[int]:
         done = self.finished()
@@ -298,19 +307,28 @@ def write_embed_shard(
     )
 
 
+def split_batch(batch, files: Sequence[str]) -> tuple[np.ndarray, list[str], list[tuple[str, str, str]]]:
+    """A decoded batch (:class:`msd_triplet.features.DecodedBatch`, rows indexing ``files``) → the mask of
+    its readable rows, their files, and (file, kind, message) of the others."""
+    good = batch.kinds == ""
+    kept = [files[int(j)] for j in batch.rows[good]]
+    skipped = [
+        (files[int(j)], str(k), str(m)) for j, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
+    ]
+    return good, kept, skipped
+
+
 def _embed_shard(job: EmbedJob, i: int, embedder: Embedder, workers: int, batch_size: int, progress) -> None:
     from msd_triplet.features import decoded_batches
 
     files = job.shard_files(i)
     vectors, kept, skipped = [], [], []
     for batch in decoded_batches(files, np.arange(len(files)), embedder.features, workers, batch_size):
-        good = batch.kinds == ""
+        good, batch_kept, batch_skipped = split_batch(batch, files)
         if good.any():
             vectors.append(embedder.embed(batch.log_mel[good][..., None]))
-            kept.extend(files[j] for j in batch.rows[good])
-        skipped.extend(
-            (files[j], k, m) for j, k, m in zip(batch.rows[~good], batch.kinds[~good], batch.messages[~good])
-        )
+        kept.extend(batch_kept)
+        skipped.extend(batch_skipped)
         if progress:
             progress(len(batch.rows))
     embeddings = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
@@ -403,15 +421,13 @@ def embed_files(
     from msd_triplet.features import default_workers
 
     out = Path(out)
-    if out.suffix not in (".npy", ".csv"):
-        raise MsdTripletError(f"{out}: output must end in .npy or .csv")
+    check_output(out)
     urls = [str(p) for p in paths if shardfiles.is_url(p)]
     if urls:
         raise MsdTripletError(
             f"{urls[0]}: a URL; the local embed reads files on this machine: copy them here, mount the bucket, "
             "or run it on Apache Beam (--runner), whose workers read URLs"
         )
-    check_writable(out)
     files = find_audio(paths)
     if not files:
         raise DataError(f"no audio files in {', '.join(map(str, paths))} (looked for {', '.join(AUDIO_EXTENSIONS)})")
@@ -436,8 +452,11 @@ def embed_files(
     return finish_embed_job(job, out, started, job.n_shards - len(todo), keep_shards)
 
 
-def check_writable(out: Path) -> None:
-    """Create the folder of ``out`` and write a probe file in it; DataError naming the folder if either fails."""
+def check_output(out: Path) -> None:
+    """``out`` ends in .npy or .csv, and its folder can be created and written (a probe file); else an error
+    naming it. Called before anything is decoded."""
+    if out.suffix not in (".npy", ".csv"):
+        raise MsdTripletError(f"{out}: output must end in .npy or .csv")
     if out.is_dir():
         raise DataError(f"{out}: is a folder; give a file name ending in .npy or .csv")
     folder = out.parent

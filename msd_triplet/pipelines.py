@@ -274,7 +274,6 @@ def embed_files_beam(
     Returns an :class:`msd_triplet.embed.EmbedReport`.
     """
     from msd_triplet import embed
-    from msd_triplet.config import FeatureConfig, load_config
     from msd_triplet.errors import DataError
 
     options = beam.options()
@@ -285,14 +284,11 @@ def embed_files_beam(
             "SavedModels: run `msd-triplet export-savedmodel RUN OUT` first"
         )
     out = Path(out)
-    if out.suffix not in (".npy", ".csv"):
-        raise MsdTripletError(f"{out}: output must end in .npy or .csv")
-    embed.check_writable(out)
+    embed.check_output(out)
     files = find_inputs(paths)
     if not files:
         raise DataError(f"no audio files in {', '.join(map(str, paths))}")
-    config_file = savedmodel / "msd_triplet_config.yaml"
-    features = load_config(config_file).features if config_file.is_file() else FeatureConfig()
+    features = embed.savedmodel_features(savedmodel)
     started = time.perf_counter()
     job = embed.open_embed_job(
         files,
@@ -315,6 +311,8 @@ def find_inputs(paths: Sequence[str | Path]) -> list[str]:
     (sorted; one that matches nothing is kept, to be listed as missing); any
     other URL is taken as a file. Local and URL inputs keep the order given.
     """
+    import glob
+
     from msd_triplet import embed, shardfiles
 
     found: list[str] = []
@@ -322,7 +320,7 @@ def find_inputs(paths: Sequence[str | Path]) -> list[str]:
         text = str(path)
         if not shardfiles.is_url(text):
             found.extend(map(str, embed.find_audio([text])))
-        elif any(c in text for c in "*?["):
+        elif glob.has_magic(text):
             found.extend(shardfiles.match(text) or [text])
         else:
             found.append(text)
