@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,3 +320,19 @@ def runner():
 def keep_log_level(monkeypatch):
     """A command sets ``TF_CPP_MIN_LOG_LEVEL`` in the test process: restore it after the test."""
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+
+
+def run_until_killed(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -c script args…`` from the tests folder; the script SIGKILLs itself part-way (a crash).
+
+    Fails unless it was killed; returns the finished process with its stdout and stderr as text.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=Path(__file__).parent,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    return done

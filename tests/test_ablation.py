@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_run_config
+from conftest import run_until_killed, write_run_config
 
 from msd_triplet.config import load_config
 from msd_triplet.errors import ConfigError
@@ -52,14 +49,7 @@ def test_ablation_killed_after_a_cell_resumes_with_every_cell_once_and_reports(p
     from msd_triplet.uncertainty import paired_bootstrap_interval
 
     config_path = _ablation_config(prepared_root, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_FIRST_CELL, str(config_path)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        cwd=Path(__file__).parent,
-    )
-    assert done.returncode == -9, done.stderr[-2000:]
+    done = run_until_killed(KILL_AFTER_FIRST_CELL, str(config_path))
     assert "3 sources × 2 minings × 1 seed, 0 done, 6 to train" in done.stdout
     # the reference cell (the paper's rule) is trained first
     assert "cell 1/6: lsi relatedness, batch_hard mining" in done.stdout

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_run_config
+from conftest import run_until_killed, write_run_config
 
 from msd_triplet.config import load_config
 from msd_triplet.errors import ConfigError
@@ -58,14 +55,7 @@ def test_grid_with_two_seeds_killed_after_a_cell_resumes_and_has_every_cell_once
     from msd_triplet.uncertainty import paired_bootstrap_interval
 
     config_path = _grid_config(prepared_root, tmp_path, SEEDS)
-    done = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_FIRST_CELL, str(config_path)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        cwd=Path(__file__).parent,
-    )
-    assert done.returncode == -9, done.stderr[-2000:]
+    done = run_until_killed(KILL_AFTER_FIRST_CELL, str(config_path))
     # genres has 5 tags and moods 4: k = 9 fits neither (at most 4 and 3 topics) -> skipped
     assert "skipping 2 cells" in done.stdout and "4 cells × 2 seeds, 0 done, 8 to train" in done.stdout
     folder = tmp_path / "experiment"
